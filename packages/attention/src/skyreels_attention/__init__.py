@@ -1,0 +1,3 @@
+"""Pluggable attention backends, a Triton block-sparse kernel and Ulysses sequence parallelism."""
+
+__all__: list[str] = []

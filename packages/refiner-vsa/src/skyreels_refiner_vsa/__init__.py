@@ -1,0 +1,3 @@
+"""Video Sparse Attention and the super-resolution / frame-interpolation refiner."""
+
+__all__: list[str] = []
