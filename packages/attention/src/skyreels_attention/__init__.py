@@ -1,3 +1,37 @@
-"""Pluggable attention backends, a Triton block-sparse kernel and Ulysses sequence parallelism."""
+"""Pluggable attention backends, a block-sparse op with our own Triton kernel, and Ulysses
+sequence parallelism. Layout everywhere: `[B, L, H, D]`."""
 
-__all__: list[str] = []
+from .api import (
+    AUTO_PRIORITY,
+    AttentionConfig,
+    AttentionKernel,
+    BackendUnavailableError,
+    attention,
+    backend_names,
+    get_backend,
+    select_backend,
+)
+from .backends import AttentionBackend, BackendCapabilities, naive_attention
+from .masks import AttentionMask, BlockMask, DenseMask, KeyPaddingMask, MaskKind
+from .status import backend_report, print_backends
+
+__all__ = [
+    "AUTO_PRIORITY",
+    "AttentionBackend",
+    "AttentionConfig",
+    "AttentionKernel",
+    "AttentionMask",
+    "BackendCapabilities",
+    "BackendUnavailableError",
+    "BlockMask",
+    "DenseMask",
+    "KeyPaddingMask",
+    "MaskKind",
+    "attention",
+    "backend_names",
+    "backend_report",
+    "get_backend",
+    "naive_attention",
+    "print_backends",
+    "select_backend",
+]
