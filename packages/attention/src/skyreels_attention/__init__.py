@@ -13,6 +13,14 @@ from .api import (
 )
 from .backends import AttentionBackend, BackendCapabilities, naive_attention
 from .masks import AttentionMask, BlockMask, DenseMask, KeyPaddingMask, MaskKind
+from .sequence_parallel import (
+    UlyssesAttention,
+    UlyssesAttentionOutput,
+    gather_sequence,
+    shard_sequence,
+    ulysses_attention,
+    ulysses_cross_attention,
+)
 from .status import backend_report, print_backends
 
 __all__ = [
@@ -27,11 +35,17 @@ __all__ = [
     "DenseMask",
     "KeyPaddingMask",
     "MaskKind",
+    "UlyssesAttention",
+    "UlyssesAttentionOutput",
     "attention",
     "backend_names",
     "backend_report",
+    "gather_sequence",
     "get_backend",
     "naive_attention",
     "print_backends",
     "select_backend",
+    "shard_sequence",
+    "ulysses_attention",
+    "ulysses_cross_attention",
 ]
