@@ -12,6 +12,11 @@ from .api import (
     select_backend,
 )
 from .backends import AttentionBackend, BackendCapabilities, naive_attention
+from .block_sparse import (
+    BlockSparseBackendError,
+    block_sparse_attention,
+    block_sparse_backend_status,
+)
 from .masks import AttentionMask, BlockMask, DenseMask, KeyPaddingMask, MaskKind
 from .sequence_parallel import (
     UlyssesAttention,
@@ -32,6 +37,7 @@ __all__ = [
     "BackendCapabilities",
     "BackendUnavailableError",
     "BlockMask",
+    "BlockSparseBackendError",
     "DenseMask",
     "KeyPaddingMask",
     "MaskKind",
@@ -40,6 +46,8 @@ __all__ = [
     "attention",
     "backend_names",
     "backend_report",
+    "block_sparse_attention",
+    "block_sparse_backend_status",
     "gather_sequence",
     "get_backend",
     "naive_attention",

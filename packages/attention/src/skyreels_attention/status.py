@@ -13,12 +13,20 @@ from .api import AUTO_PRIORITY, backend_names, get_backend
 __all__ = ["backend_report", "print_backends"]
 
 
-def _block_sparse_status() -> dict[str, list[str]]:
-    try:
-        from .block_sparse import block_sparse_backend_status
-    except ImportError:
-        return {}
-    return block_sparse_backend_status()
+def _block_sparse_entries() -> dict[str, dict[str, object]]:
+    from .block_sparse import block_sparse_backend_capabilities, block_sparse_backend_status
+
+    capabilities = block_sparse_backend_capabilities()
+    return {
+        f"block_sparse/{name}": {
+            "kind": "block-sparse",
+            "available": not reasons,
+            "reasons": reasons,
+            "capabilities": {k: v for k, v in capabilities[name].items() if k != "notes"},
+            "notes": [capabilities[name]["notes"]] if capabilities[name].get("notes") else [],
+        }
+        for name, reasons in block_sparse_backend_status().items()
+    }
 
 
 def backend_report() -> dict[str, dict[str, object]]:
@@ -34,12 +42,7 @@ def backend_report() -> dict[str, dict[str, object]]:
             "capabilities": backend.capabilities.describe(),
             "notes": list(backend.capabilities.notes),
         }
-    for name, reasons in _block_sparse_status().items():
-        report[f"block_sparse/{name}"] = {
-            "kind": "block-sparse",
-            "available": not reasons,
-            "reasons": reasons,
-        }
+    report.update(_block_sparse_entries())
     return report
 
 

@@ -23,7 +23,9 @@ _HALF_AND_FULL = frozenset({torch.float32, torch.float16, torch.bfloat16})
 class FlexBackend(AttentionBackend):
     name = "flex"
     capabilities = BackendCapabilities(
-        dtypes={"cpu": _HALF_AND_FULL, "cuda": _HALF_AND_FULL},
+        # CPU: fp32 only. torch 2.13's Inductor emits C++ that does not compile for half-precision
+        # flex kernels once shapes have become dynamic (a bf16 conformance case hit it).
+        dtypes={"cpu": frozenset({torch.float32}), "cuda": _HALF_AND_FULL},
         mask_kinds=frozenset(MaskKind),
         head_dim_multiple=8,
         cpu_backward=False,
@@ -48,7 +50,9 @@ class FlexBackend(AttentionBackend):
 
     def _kernel(self) -> Callable:
         if self._compiled is None:  # compile once per process, on first use
-            self._compiled = torch.compile(self._flex_module.flex_attention)
+            # Static shapes: Inductor's CPU code for dynamic-shape flex kernels fails to compile in
+            # torch 2.13 (seen with key-padding masks), and the block-sparse op compiles statically too.
+            self._compiled = torch.compile(self._flex_module.flex_attention, dynamic=False)
         return self._compiled
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, mask: AttentionMask | None, scale: float) -> Tensor:
