@@ -1,3 +1,118 @@
-"""Hybrid dual/single-stream MMDiT blocks and the two-branch joint audio-video transformer."""
+"""Hybrid dual/single-stream MMDiT blocks and the two-branch joint audio-video transformer.
 
-__all__: list[str] = []
+Paper section 3.1 (eqs. 1-5). The video branch is numerically HunyuanVideo's transformer and loads
+its checkpoints (diffusers or official names); layers HunyuanVideo lacks start at zero.
+"""
+
+from skyreels_mmdit_blocks.av_cross_attention import (
+    AudioVideoCrossAttention,
+    AVExchangeOrder,
+    CrossModalAttention,
+)
+from skyreels_mmdit_blocks.block_context import BlockContext, BlockState, Rotary
+from skyreels_mmdit_blocks.branch import BranchInputs, MMDiTBranch
+from skyreels_mmdit_blocks.branch_config import MMDiTBranchConfig, Modality, TextEmbeddingKind
+from skyreels_mmdit_blocks.condition_embed import (
+    ConditionEmbedding,
+    EmbeddingMLP,
+    sinusoidal_timestep_embedding,
+)
+from skyreels_mmdit_blocks.dual_stream import DualStreamBlock
+from skyreels_mmdit_blocks.feed_forward import Activation, FeedForward
+from skyreels_mmdit_blocks.final_layer import FinalLayer
+from skyreels_mmdit_blocks.hunyuan_checkpoint import (
+    ImportReport,
+    WeightImportError,
+    detect_checkpoint_format,
+    infer_hunyuan_branch_config,
+    read_safetensors_directory,
+)
+from skyreels_mmdit_blocks.hunyuan_names import CheckpointFormat, NameRule, hunyuan_name_rules
+from skyreels_mmdit_blocks.joint import JointAudioVideoTransformer, JointOutput
+from skyreels_mmdit_blocks.joint_config import JointAudioVideoTransformerConfig, uniform_depth_mapping
+from skyreels_mmdit_blocks.modulation import Modulation, modulate
+from skyreels_mmdit_blocks.multihead import HeadRMSNorm
+from skyreels_mmdit_blocks.param_count import (
+    BranchParameterCounts,
+    JointParameterCounts,
+    count_parameters,
+    parameter_counts,
+)
+from skyreels_mmdit_blocks.patch_embed import (
+    AudioPatchEmbed,
+    VideoGrid,
+    VideoPatchEmbed,
+    patchify_video,
+    unpatchify_audio,
+    unpatchify_video,
+    widen_patch_embed,
+)
+from skyreels_mmdit_blocks.presets import PRESET_NAMES, PresetName, joint_preset
+from skyreels_mmdit_blocks.single_stream import SingleStreamBlock
+from skyreels_mmdit_blocks.text_cross_attention import TextCrossAttention
+from skyreels_mmdit_blocks.text_mask import text_lengths_from_mask
+from skyreels_mmdit_blocks.text_refiner import TextTokenRefiner, TokenRefinerBlock, masked_mean
+from skyreels_mmdit_blocks.weight_import import (
+    build_video_branch_from_hunyuan,
+    export_hunyuan_state_dict,
+    load_hunyuan_video_weights,
+)
+
+__all__ = [
+    "PRESET_NAMES",
+    "AVExchangeOrder",
+    "Activation",
+    "AudioPatchEmbed",
+    "AudioVideoCrossAttention",
+    "BlockContext",
+    "BlockState",
+    "BranchInputs",
+    "BranchParameterCounts",
+    "CheckpointFormat",
+    "ConditionEmbedding",
+    "CrossModalAttention",
+    "DualStreamBlock",
+    "EmbeddingMLP",
+    "FeedForward",
+    "FinalLayer",
+    "HeadRMSNorm",
+    "ImportReport",
+    "JointAudioVideoTransformer",
+    "JointAudioVideoTransformerConfig",
+    "JointOutput",
+    "JointParameterCounts",
+    "MMDiTBranch",
+    "MMDiTBranchConfig",
+    "Modality",
+    "Modulation",
+    "NameRule",
+    "PresetName",
+    "Rotary",
+    "SingleStreamBlock",
+    "TextCrossAttention",
+    "TextEmbeddingKind",
+    "TextTokenRefiner",
+    "TokenRefinerBlock",
+    "VideoGrid",
+    "VideoPatchEmbed",
+    "WeightImportError",
+    "build_video_branch_from_hunyuan",
+    "count_parameters",
+    "detect_checkpoint_format",
+    "export_hunyuan_state_dict",
+    "hunyuan_name_rules",
+    "infer_hunyuan_branch_config",
+    "joint_preset",
+    "load_hunyuan_video_weights",
+    "masked_mean",
+    "modulate",
+    "parameter_counts",
+    "patchify_video",
+    "read_safetensors_directory",
+    "sinusoidal_timestep_embedding",
+    "text_lengths_from_mask",
+    "uniform_depth_mapping",
+    "unpatchify_audio",
+    "unpatchify_video",
+    "widen_patch_embed",
+]

@@ -1,0 +1,92 @@
+"""Audio-video cross-attention (eq. 5): zero init, order, time-only RoPE, fp64 reference."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from skyreels_av_rope import RotaryConfig, RotaryEmbedding, cross_modal_time_rope, video_grid_positions
+from skyreels_mmdit_blocks import AudioVideoCrossAttention, AVExchangeOrder, Rotary
+from skyreels_mmdit_blocks.reference import reference_av_exchange
+
+D, HEADS, THETA = 32, 2, 256.0
+GRID = (3, 2, 2)  # video (t, h, w)
+NUM_AUDIO = 10
+
+
+def _positions():
+    video = video_grid_positions(*GRID)
+    audio = (torch.arange(NUM_AUDIO, dtype=torch.float32) * GRID[0] / NUM_AUDIO)[:, None]  # RATIO
+    return video, audio
+
+
+def _rotaries(video_pos, audio_pos):
+    rope = RotaryEmbedding(RotaryConfig(axes_dims=(D // HEADS,), theta=THETA))
+    v, a = cross_modal_time_rope(video_pos, audio_pos, rope=rope)
+    return Rotary(*v), Rotary(*a)
+
+
+def _tokens(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(2, 12, D, generator=g), torch.randn(2, NUM_AUDIO, D, generator=g)
+
+
+def test_exchange_is_exactly_the_identity_at_init():
+    layer = AudioVideoCrossAttention(dim=D, num_heads=HEADS)
+    video, audio = _tokens()
+    new_video, new_audio = layer(video, audio, video_rotary=None, audio_rotary=None)
+    assert torch.equal(new_video, video) and torch.equal(new_audio, audio)
+
+
+@pytest.mark.parametrize("order", list(AVExchangeOrder))
+def test_exchange_matches_reference(order, randomize):
+    layer = randomize(AudioVideoCrossAttention(dim=D, num_heads=HEADS, order=order), seed=7, std=0.3)
+    video, audio = _tokens(1)
+    video_pos, audio_pos = _positions()
+    video_rotary, audio_rotary = _rotaries(video_pos, audio_pos)
+    new_video, new_audio = layer(video, audio, video_rotary=video_rotary, audio_rotary=audio_rotary)
+    ref_video, ref_audio = reference_av_exchange(
+        layer, video, audio, video_times=video_pos[:, 0], audio_times=audio_pos[:, 0], theta=THETA
+    )
+    assert (new_video.double() - ref_video).abs().max().item() <= 1e-5
+    assert (new_audio.double() - ref_audio).abs().max().item() <= 1e-5
+    assert (new_video - video).abs().max() > 1e-2 and (new_audio - audio).abs().max() > 1e-2
+
+
+def test_paper_order_reads_the_updated_audio(randomize):
+    sequential = randomize(AudioVideoCrossAttention(dim=D, num_heads=HEADS), seed=7, std=0.3)
+    parallel = AudioVideoCrossAttention(dim=D, num_heads=HEADS, order=AVExchangeOrder.PARALLEL)
+    parallel.load_state_dict(sequential.state_dict())
+    video, audio = _tokens(2)
+    seq_video, seq_audio = sequential(video, audio, video_rotary=None, audio_rotary=None)
+    par_video, par_audio = parallel(video, audio, video_rotary=None, audio_rotary=None)
+    assert torch.equal(seq_audio, par_audio)  # audio reads the same video either way
+    assert (seq_video - par_video).abs().max() > 1e-3  # video reads a' vs a
+    # Sequential: video's update equals one direction applied to the updated audio.
+    direct = sequential.video_from_audio(video, seq_audio, x_rotary=None, context_rotary=None)
+    assert torch.equal(direct, seq_video)
+
+
+def test_rope_is_by_time_only_and_relative(randomize):
+    layer = randomize(AudioVideoCrossAttention(dim=D, num_heads=HEADS), seed=8, std=0.3)
+    video, audio = _tokens(3)
+    video_pos, audio_pos = _positions()
+    rv, ra = _rotaries(video_pos, audio_pos)
+    base = layer(video, audio, video_rotary=rv, audio_rotary=ra)
+    # Spatial coordinates do not matter; shifting both time axes together does not either.
+    moved_video = video_pos.clone()
+    moved_video[:, 1:] += 7.0
+    moved_video[:, 0] += 2.5
+    rv, ra = _rotaries(moved_video, audio_pos + 2.5)
+    shifted = layer(video, audio, video_rotary=rv, audio_rotary=ra)
+    assert (shifted[0] - base[0]).abs().max().item() <= 1e-5
+    assert (shifted[1] - base[1]).abs().max().item() <= 1e-5
+    # Shifting only the audio time changes the alignment and the result.
+    rv, ra = _rotaries(video_pos, audio_pos + 1.0)
+    misaligned = layer(video, audio, video_rotary=rv, audio_rotary=ra)
+    assert (misaligned[0] - base[0]).abs().max() > 1e-3
+
+
+def test_order_must_be_the_enum():
+    with pytest.raises(TypeError, match="order must be an AVExchangeOrder"):
+        AudioVideoCrossAttention(dim=D, num_heads=HEADS, order="parallel")
