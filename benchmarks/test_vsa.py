@@ -1,0 +1,116 @@
+"""Video Sparse Attention against dense SDPA measured in the same run (paper section 4.5).
+
+VSA = tiling + coarse stage + top-K selection + block-sparse fine stage + gated combine, on a pure
+video grid (no text), ``K = ceil((1 - s) · n_blocks)``. Every group has the dense SDPA baseline.
+
+CPU: L = 4096 (16x16x16) and 16384 (16x32x32) tokens, H=2, D=64, fp32; VSA with the compiled flex
+fine stage (forward only: flex has no CPU backward) and with the torch block-sparse reference;
+forward + backward with the torch fine stage at 4096. GPU: L up to 65536, H=24, D=128, bf16,
+forward and forward + backward with the triton and flex fine stages.
+
+``extra_info["attention_flops_ratio"]`` = dense attention FLOPs / VSA FLOPs (analytic; fine +
+coarse stage), so the table shows what the sparsity saves in arithmetic next to what it saves in time.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from skyreels_attention import attention
+from skyreels_attention.block_sparse import block_sparse_backend_status
+from skyreels_refiner_vsa import cube_tiling, keep_block_count, video_sparse_attention
+from skyreels_refiner_vsa.efficiency import vsa_attention_flops
+
+ON_GPU = torch.cuda.is_available()
+DEVICE = "cuda" if ON_GPU else "cpu"
+HEADS, HEAD_DIM = (24, 128) if ON_GPU else (2, 64)
+DTYPE = torch.bfloat16 if ON_GPU else torch.float32
+GRIDS = {4096: (16, 16, 16), 16384: (16, 32, 32), 32768: (32, 32, 32), 65536: (16, 64, 64)}
+LENGTHS = [4096, 16384, 32768, 65536] if ON_GPU else [4096, 16384]
+SPARSITIES = [0.75, 0.875, 0.9]
+_STATUS = block_sparse_backend_status()
+
+
+def _cases():
+    for length in LENGTHS:
+        for sparsity in SPARSITIES:
+            impls = ["sdpa"]
+            if ON_GPU:
+                impls += ["vsa-triton", "vsa-flex"] + (["vsa-torch"] if length <= 16384 else [])
+                passes = ["forward", "forward+backward"]
+            else:
+                impls += ["vsa-flex"] + (["vsa-torch"] if length == 4096 or sparsity == 0.875 else [])
+                passes = ["forward"] + (["forward+backward"] if length == 4096 else [])
+            for direction in passes:
+                for impl in impls:
+                    if direction == "forward+backward" and impl == "vsa-flex" and not ON_GPU:
+                        continue
+                    yield pytest.param(
+                        impl, length, sparsity, direction, id=f"{impl}-L{length}-s{sparsity}-{direction}"
+                    )
+
+
+def _inputs(length: int, requires_grad: bool) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    names = ("q", "k", "v", "gate")
+    tensors = {n: torch.randn(1, length, HEADS, HEAD_DIM, generator=gen).to(DEVICE, DTYPE) for n in names}
+    tensors["gate"] = tensors["gate"] * 0.1
+    for t in tensors.values():
+        t.requires_grad_(requires_grad)
+    return tensors
+
+
+@pytest.mark.parametrize(("impl", "length", "sparsity", "direction"), list(_cases()))
+def test_vsa_against_dense(benchmark, impl, length, sparsity, direction):
+    backend = impl.removeprefix("vsa-")
+    if impl != "sdpa" and _STATUS[backend]:
+        pytest.skip(f"{backend}: {'; '.join(_STATUS[backend])}")
+    grid = GRIDS[length]
+    tiling = cube_tiling(grid, device=DEVICE)
+    keep = keep_block_count(tiling.num_blocks, sparsity=sparsity)
+    backward = direction == "forward+backward"
+    x = _inputs(length, backward)
+
+    def forward() -> torch.Tensor:
+        if impl == "sdpa":
+            return attention(x["q"], x["k"], x["v"], backend="sdpa")
+        return video_sparse_attention(
+            x["q"], x["k"], x["v"], tiling=tiling, keep=keep, gate=x["gate"], backend=backend
+        ).video
+
+    def run() -> None:
+        out = forward()
+        if backward:
+            out.backward(torch.ones_like(out))
+        if ON_GPU:
+            torch.cuda.synchronize()
+
+    if impl == "vsa-flex" and not backward:
+        # Compile outside the timing, and check the compiled fine stage against the torch one.
+        with torch.no_grad():
+            got = forward()
+            want = video_sparse_attention(
+                x["q"], x["k"], x["v"], tiling=tiling, keep=keep, gate=x["gate"]
+            ).video
+        torch.testing.assert_close(got.float(), want.float(), rtol=2e-2, atol=2e-2)
+
+    dense_flops = 4 * HEADS * HEAD_DIM * length * length
+    vsa_flops = vsa_attention_flops(
+        batch=1, num_video=length, num_dense=0, heads=HEADS, head_dim=HEAD_DIM, keep=keep
+    )
+    benchmark.group = (
+        f"VSA {direction} L={length} grid={'x'.join(map(str, grid))} H={HEADS} D={HEAD_DIM} "
+        f"sparsity={sparsity} (K={keep}/{tiling.num_blocks})"
+    )
+    benchmark.extra_info.update(
+        impl=impl,
+        baseline=impl == "sdpa",
+        shape=f"[1, {length}, {HEADS}, {HEAD_DIM}]",
+        dtype=str(DTYPE).removeprefix("torch."),
+        device=torch.cuda.get_device_name() if ON_GPU else "cpu",
+        attention_flops_ratio=1.0 if impl == "sdpa" else round(dense_flops / vsa_flops, 2),
+    )
+    rounds = 2 if length >= 16384 and not ON_GPU else 3
+    with torch.set_grad_enabled(backward):
+        benchmark.pedantic(run, rounds=rounds, iterations=1, warmup_rounds=1)

@@ -1,0 +1,57 @@
+"""The coarse stage of VSA: attention between mean-pooled blocks (cubes), broadcast back to tokens.
+
+Each block's query, key and value is the mean over its *real* tokens (the last block may hold fewer
+than ``block_size``). Coarse attention is a dense softmax over blocks; its logits also rank the key
+blocks for the fine stage (``selection.py``). Its cost is ``(N / 64)^2`` dot products, ~1/4096 of
+dense attention.
+
+Shape legend: B batch, N grid tokens, H heads, D head dim, nB blocks.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from skyreels_refiner_vsa.tiling import CubeTiling
+
+__all__ = ["CoarseAttention", "coarse_attention", "pool_blocks", "stage_dtype"]
+
+
+def stage_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The coarse stage computes in float32 (float64 for float64 inputs)."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def pool_blocks(x_tiled: Tensor, tiling: CubeTiling) -> Tensor:
+    """Mean over each block's real tokens: tiled ``[B, N, H, D] -> [B, nB, H, D]`` in ``stage_dtype``."""
+    dtype = stage_dtype(x_tiled.dtype)
+    blocks = tiling.pad_to_blocks(x_tiled.to(dtype))  # [B, nB, S, H, D], zero padding at the end
+    return blocks.sum(dim=2) / tiling.tokens_per_block.to(dtype).view(1, -1, 1, 1)
+
+
+class CoarseAttention(NamedTuple):
+    """output: tiled ``[B, N, H, D]`` (``stage_dtype``), each token carrying its block's coarse output.
+    logits: ``[B, H, nB, nB]`` (``stage_dtype``) query-block x key-block scores (scaled, before softmax)."""
+
+    output: Tensor
+    logits: Tensor
+
+
+def coarse_attention(
+    q_tiled: Tensor, k_tiled: Tensor, v_tiled: Tensor, tiling: CubeTiling, scale: float
+) -> CoarseAttention:
+    """Softmax attention over pooled blocks, in ``stage_dtype``, broadcast to the blocks' tokens.
+
+    Args:
+        q_tiled, k_tiled, v_tiled: ``[B, N, H, D]`` in tiled order.
+        tiling: the grid's tiling.
+        scale: softmax scale (the fine stage's, 1/sqrt(D) by default).
+    """
+    pooled_q, pooled_k, pooled_v = (pool_blocks(x, tiling) for x in (q_tiled, k_tiled, v_tiled))
+    logits = torch.einsum("bqhd,bkhd->bhqk", pooled_q, pooled_k) * scale
+    block_out = torch.einsum("bhqk,bkhd->bqhd", logits.softmax(dim=-1), pooled_v)  # [B, nB, H, D]
+    block_of_position = torch.arange(tiling.num_tokens, device=q_tiled.device) // tiling.block_size
+    return CoarseAttention(block_out.index_select(1, block_of_position), logits)
