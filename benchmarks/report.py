@@ -82,13 +82,21 @@ def plot_speedups(rows: list[dict], path: Path) -> None:
     shown = [r for r in rows if r["speedup"] and not r["baseline"]]
     if not shown:
         return
-    fig, ax = plt.subplots(figsize=(10, 0.32 * len(shown) + 1.2))
-    labels = [f"{r['group']} | {r['impl']}" for r in shown]
-    ax.barh(range(len(shown)), [r["speedup"] for r in shown], color="tab:blue")
+
+    def label(row: dict) -> str:
+        group = row["group"] if len(row["group"]) <= 48 else row["group"][:47] + "…"
+        return f"{row['impl']}  ·  {group}"
+
+    fig, ax = plt.subplots(figsize=(12, 0.3 * len(shown) + 1.5))
+    speedups = [r["speedup"] for r in shown]
+    colors = ["tab:green" if x >= 1 else "tab:red" for x in speedups]
+    ax.barh(range(len(shown)), speedups, color=colors)
+    for i, x in enumerate(speedups):
+        ax.text(x, i, f" {x:.2f}x", va="center", fontsize=7)
     ax.axvline(1.0, color="black", linewidth=0.8)
-    ax.set_yticks(range(len(shown)), labels, fontsize=7)
+    ax.set_yticks(range(len(shown)), [label(r) for r in shown], fontsize=7)
     ax.set_xscale("log")
-    ax.set_xlabel("speed-up over the group's baseline (higher is faster)")
+    ax.set_xlabel("speed-up over the group's baseline, same run (> 1: faster than baseline)")
     ax.invert_yaxis()
     fig.tight_layout()
     tmp = path.with_suffix(".tmp.png")
