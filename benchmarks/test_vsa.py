@@ -3,9 +3,10 @@
 VSA = tiling + coarse stage + top-K selection + block-sparse fine stage + gated combine, on a pure
 video grid (no text), ``K = ceil((1 - s) · n_blocks)``. Every group has the dense SDPA baseline.
 
-CPU: L = 4096 (16x16x16) and 16384 (16x32x32) tokens, H=2, D=64, fp32; VSA with the compiled flex
-fine stage (forward only: flex has no CPU backward) and with the torch block-sparse reference;
-forward + backward with the torch fine stage at 4096. GPU: L up to 65536, H=24, D=128, bf16,
+CPU: L = 4096 (16x16x16) and 16384 (16x32x32) tokens, H=2, D=64, fp32; VSA with the gather fine
+stage (gathered blocks + fused SDPA), the compiled flex fine stage (forward only: flex has no CPU
+backward) and the torch block-sparse reference; forward + backward with the gather and torch fine
+stages at 4096. GPU: L up to 65536, H=24, D=128, bf16,
 forward and forward + backward with the triton and flex fine stages.
 
 ``extra_info["attention_flops_ratio"]`` = dense attention FLOPs / VSA FLOPs (analytic; fine +
@@ -40,7 +41,9 @@ def _cases():
                 impls += ["vsa-triton", "vsa-flex"] + (["vsa-torch"] if length <= 16384 else [])
                 passes = ["forward", "forward+backward"]
             else:
-                impls += ["vsa-flex"] + (["vsa-torch"] if length == 4096 or sparsity == 0.875 else [])
+                impls += ["vsa-gather", "vsa-flex"] + (
+                    ["vsa-torch"] if length == 4096 or sparsity == 0.875 else []
+                )
                 passes = ["forward"] + (["forward+backward"] if length == 4096 else [])
             for direction in passes:
                 for impl in impls:
@@ -86,8 +89,8 @@ def test_vsa_against_dense(benchmark, impl, length, sparsity, direction):
         if ON_GPU:
             torch.cuda.synchronize()
 
-    if impl == "vsa-flex" and not backward:
-        # Compile outside the timing, and check the compiled fine stage against the torch one.
+    if impl in ("vsa-flex", "vsa-gather") and not backward:
+        # Compile outside the timing, and check the fine stage against the torch one.
         with torch.no_grad():
             got = forward()
             want = video_sparse_attention(

@@ -279,7 +279,12 @@ _BAD_INPUTS = {
         "kv_valid_lengths must be",
     ),
     "scale nan": (_good, {"scale": float("nan")}, ValueError, "scale must be a finite float"),
-    "unknown backend": (_good, {"backend": "cuda"}, ValueError, "backend must be one of torch, flex, triton"),
+    "unknown backend": (
+        _good,
+        {"backend": "cuda"},
+        ValueError,
+        "backend must be one of torch, gather, flex, triton",
+    ),
 }
 
 
@@ -311,8 +316,9 @@ def _problem(dtype=torch.float32, head_dim=16, block_size=64, requires_grad=Fals
     return validate_block_sparse_inputs(**args, block_size=block_size).problem
 
 
-def test_auto_picks_the_reference_on_cpu():
-    assert resolve_block_sparse_backend(_problem(), None).name == "torch"
+def test_auto_picks_gather_on_cpu_and_the_reference_for_float64():
+    assert resolve_block_sparse_backend(_problem(), None).name == "gather"
+    assert resolve_block_sparse_backend(_problem(dtype=torch.float64), None).name == "torch"
 
 
 def test_requested_backend_lists_every_reason():
@@ -344,7 +350,7 @@ def test_triton_on_cpu_without_the_interpreter_raises(monkeypatch):
 
 def test_status_and_capabilities_cover_every_backend():
     status = block_sparse_backend_status()
-    assert set(status) == {"torch", "flex", "triton"} and status["torch"] == []
+    assert set(status) == {"torch", "gather", "flex", "triton"} and status["torch"] == status["gather"] == []
     caps = block_sparse_backend_capabilities()
     assert caps["flex"]["backward"] == "cuda"
     assert caps["triton"]["head dims"] == "16, 32, 64, 128"

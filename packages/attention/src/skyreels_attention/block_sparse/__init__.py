@@ -1,5 +1,5 @@
-"""Block-sparse attention: `block_sparse_attention` and its backends (torch reference, flex,
-our Triton kernel). See docs/block-sparse-attention.md for the index format and the kernel."""
+"""Block-sparse attention: `block_sparse_attention` and its backends (torch reference, gather +
+SDPA, flex, our Triton kernel). See docs/block-sparse-attention.md for the index format and the kernel."""
 
 from .api import block_sparse_attention
 from .backends import (

@@ -41,9 +41,10 @@ def block_sparse_attention(
         kv_valid_lengths: `[B]` int or None. Keys at positions >= the valid length are never
             attended (padding inside the last selected block, or whole padded blocks).
         scale: softmax scale; None means 1 / sqrt(D).
-        backend: "torch" (fp32 reference, any device), "flex" (compiled flex_attention; no CPU
-            backward), "triton" (our kernel; CUDA, or CPU under TRITON_INTERPRET=1), or None:
-            triton, then flex, then torch on CUDA; torch elsewhere.
+        backend: "torch" (fp32 reference, any device), "gather" (gathered blocks + fused SDPA;
+            CPU and CUDA, with backward), "flex" (compiled flex_attention; no CPU backward),
+            "triton" (our kernel; CUDA, or CPU under TRITON_INTERPRET=1), or None: triton, then
+            flex, then torch on CUDA; gather, then torch on CPU; torch elsewhere.
 
     Returns:
         `[B, Lq, H, D]` in q's dtype. A query row whose selected keys are all masked (count 0, or

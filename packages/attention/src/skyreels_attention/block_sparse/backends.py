@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from .flex import block_sparse_attention_flex, flex_import_error
+from .gather import block_sparse_attention_gather
 from .inputs import BlockSparseInputs, BlockSparseProblem
 from .reference import block_sparse_attention_reference
 
@@ -34,11 +35,13 @@ __all__ = [
     "resolve_block_sparse_backend",
 ]
 
-BlockSparseBackendName = Literal["torch", "flex", "triton"]
-# Automatic choice per device type; CPU never picks flex (compiles for seconds, no CPU backward)
-# nor the interpreted Triton kernel (test-only speed).
+BlockSparseBackendName = Literal["torch", "gather", "flex", "triton"]
+# Automatic choice per device type. CPU takes gather (fused SDPA on the gathered blocks: faster
+# than compiled flex there, see docs/benchmarks/block_sparse.md) and never flex (compiles for
+# seconds, no CPU backward) nor the interpreted Triton kernel (test-only speed).
 AUTO_PRIORITY: dict[str, tuple[BlockSparseBackendName, ...]] = {
     "cuda": ("triton", "flex", "torch"),
+    "cpu": ("gather", "torch"),
 }
 _DEFAULT_PRIORITY: tuple[BlockSparseBackendName, ...] = ("torch",)
 _LOW_AND_FULL = frozenset({torch.float16, torch.bfloat16, torch.float32})
@@ -166,6 +169,18 @@ class TorchBlockSparse(BlockSparseBackend):
         return block_sparse_attention_reference(*_tensors(inputs), **_options(inputs))
 
 
+class GatherBlockSparse(BlockSparseBackend):
+    name = "gather"
+    capabilities = BlockSparseCapabilities(
+        dtypes={"cpu": _LOW_AND_FULL, "cuda": _LOW_AND_FULL},
+        backward_devices=frozenset({"cpu", "cuda"}),
+        notes=("gathers the selected blocks per query block and runs fused SDPA on them; autograd backward",),
+    )
+
+    def run(self, inputs: BlockSparseInputs) -> Tensor:
+        return block_sparse_attention_gather(*_tensors(inputs), **_options(inputs))
+
+
 class FlexBlockSparse(BlockSparseBackend):
     name = "flex"
     capabilities = BlockSparseCapabilities(
@@ -260,7 +275,7 @@ def _options(inputs: BlockSparseInputs) -> dict[str, object]:
 
 
 _BACKEND_CLASSES: dict[str, type[BlockSparseBackend]] = {
-    cls.name: cls for cls in (TorchBlockSparse, FlexBlockSparse, TritonBlockSparse)
+    cls.name: cls for cls in (TorchBlockSparse, GatherBlockSparse, FlexBlockSparse, TritonBlockSparse)
 }
 
 
@@ -268,7 +283,7 @@ _INSTANCES: dict[str, BlockSparseBackend] = {}
 
 
 def get_block_sparse_backend(name: BlockSparseBackendName) -> BlockSparseBackend:
-    """The backend instance called `name` ('torch', 'flex' or 'triton')."""
+    """The backend instance called `name` ('torch', 'gather', 'flex' or 'triton')."""
     if not isinstance(name, str) or name not in _BACKEND_CLASSES:
         raise ValueError(
             f"backend must be one of {', '.join(get_args(BlockSparseBackendName))} or None, got {name!r}"
