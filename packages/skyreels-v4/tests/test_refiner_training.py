@@ -82,17 +82,17 @@ def test_recipe_yaml_maps_onto_the_module_and_data(tmp_path, monkeypatch):
     assert isinstance(cli.model, RefinerLightningModule) and cli.model.ramp == SparsityRamp(
         target=0.5, steps=100
     )
-    assert cli.model.refiner.config.vsa == VSAConfig(sparsity=0.5, cube=(4, 4, 4), backend="torch")
+    assert cli.model.refiner.config.vsa == VSAConfig(sparsity=0.5, cube=(4, 4, 4), backend="gather")
     assert cli.datamodule.train_set.shape == (9, 16, 16)
 
 
 def test_hyperparameters_load_with_weights_only():
     """Checkpoints must resume with torch.load(weights_only=True): hparams hold plain data only."""
     sampler = TimestepSamplerConfig(distribution=TimestepDistribution.LOGIT_NORMAL)
-    model = RefinerLightningModule(vsa=VSAConfig(sparsity=0.5), sampler=sampler)
+    model = RefinerLightningModule(vsa=VSAConfig(sparsity=0.5, backend="gather"), sampler=sampler)
     buffer = io.BytesIO()
     torch.save(dict(model.hparams), buffer)
     buffer.seek(0)
     loaded = torch.load(buffer, weights_only=True)
     assert loaded["sampler"]["distribution"] == TimestepDistribution.LOGIT_NORMAL.value
-    assert loaded["vsa"]["cube"] == [4, 4, 4] and loaded["vsa"]["backend"] == "torch"
+    assert loaded["vsa"]["cube"] == [4, 4, 4] and loaded["vsa"]["backend"] == "gather"

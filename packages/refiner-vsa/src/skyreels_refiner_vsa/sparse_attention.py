@@ -110,7 +110,7 @@ def video_sparse_attention(
     text_v: Tensor | None = None,
     text_valid_lengths: Tensor | None = None,
     scale: float | None = None,
-    backend: BlockSparseBackendName = "torch",
+    backend: BlockSparseBackendName | None = None,
     dense_backend: str | None = None,
 ) -> VSAOutput:
     """Video Sparse Attention of video tokens on a grid, jointly with optional (dense) text tokens.
@@ -124,7 +124,8 @@ def video_sparse_attention(
         text_q, text_k, text_v: ``[B, Lt, H, D]`` text tokens of the joint attention, or all None.
         text_valid_lengths: ``[B]`` int, text keys at or past it are padding; None = all real.
         scale: softmax scale, default ``1/sqrt(D)`` (coarse and fine alike).
-        backend: block-sparse backend of the fine stage ("torch", "flex" or "triton").
+        backend: block-sparse backend of the fine stage ("gather", "torch", "flex", "triton"; None:
+            automatic per device).
         dense_backend: skyreels-attention backend for the text queries (None = automatic).
 
     Returns:

@@ -41,16 +41,18 @@ class VSAConfig:
         top_k: a fixed ``K`` instead (then ``sparsity`` must be None).
         cube: cube shape (t, h, w); its volume is the block size and must be a power of two >= 16
             (the flex and triton kernels' tiles). VSA: (4, 4, 4).
-        backend: block-sparse backend of the fine stage: "torch" (fp32 reference, any device, with
-            backward), "flex" (compiled flex_attention; forward only on CPU), "triton" (our kernel;
-            CUDA, or CPU under TRITON_INTERPRET=1).
+        backend: block-sparse backend of the fine stage: None (automatic per device: "gather" on
+            CPU, "triton" > "flex" > "torch" on CUDA), "gather" (selected blocks through SDPA's fused
+            kernel; forward and backward), "torch" (fp32 reference, any device, with backward),
+            "flex" (compiled flex_attention; forward only on CPU), "triton" (our kernel; CUDA, or
+            CPU under TRITON_INTERPRET=1).
         dense: backend of the dense attention of the text queries.
     """
 
     sparsity: float | None = 0.875
     top_k: int | None = None
     cube: tuple[int, int, int] = DEFAULT_CUBE
-    backend: BlockSparseBackendName = "torch"
+    backend: BlockSparseBackendName | None = None
     dense: AttentionConfig = field(default_factory=AttentionConfig)
 
     def __post_init__(self) -> None:
@@ -69,7 +71,7 @@ class VSAConfig:
                 f"cube volume must be a power of two >= 16 (the block size), got {cube} = {volume}"
             )
         object.__setattr__(self, "cube", cube)
-        if self.backend not in get_args(BlockSparseBackendName):
+        if self.backend is not None and self.backend not in get_args(BlockSparseBackendName):
             raise ValueError(
                 f"backend must be one of {get_args(BlockSparseBackendName)}, got {self.backend!r}"
             )
@@ -99,7 +101,9 @@ class VideoSparseAttention(nn.Module):
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         if dim % num_heads:
             raise ValueError(f"dim must be divisible by num_heads, got dim={dim}, num_heads={num_heads}")
-        reasons = get_block_sparse_backend(config.backend).environment_reasons()
+        reasons = (
+            [] if config.backend is None else get_block_sparse_backend(config.backend).environment_reasons()
+        )
         if reasons:
             raise BlockSparseBackendError(
                 f"VSA backend {config.backend!r} cannot run on this machine:", {config.backend: reasons}
@@ -183,4 +187,4 @@ class VideoSparseAttention(nn.Module):
         selection = (
             f"top_k={self.config.top_k}" if self.config.top_k is not None else f"sparsity={self.sparsity}"
         )
-        return f"{selection}, cube={self.config.cube}, backend={self.config.backend}"
+        return f"{selection}, cube={self.config.cube}, backend={self.config.backend or 'auto'}"
