@@ -18,6 +18,7 @@ from typing import ClassVar, Literal, get_args
 import torch
 from torch import Tensor
 
+from ..api import BackendUnavailableError
 from .flex import block_sparse_attention_flex, flex_import_error
 from .gather import block_sparse_attention_gather
 from .inputs import BlockSparseInputs, BlockSparseProblem
@@ -48,13 +49,11 @@ _LOW_AND_FULL = frozenset({torch.float16, torch.bfloat16, torch.float32})
 _INTERPRETED_CPU = "cpu (TRITON_INTERPRET=1)"
 
 
-class BlockSparseBackendError(ValueError):
-    """No (requested) backend can run these inputs. `reasons` maps backend name -> reasons."""
+class BlockSparseBackendError(BackendUnavailableError):
+    """No (requested) block-sparse backend can run these inputs; `reasons` maps name -> reasons.
 
-    def __init__(self, message: str, reasons: dict[str, list[str]]):
-        lines = [message] + [f"  {name}: {'; '.join(found)}" for name, found in reasons.items()]
-        super().__init__("\n".join(lines))
-        self.reasons = reasons
+    A subclass of the dense API's error, so `except BackendUnavailableError` catches both.
+    """
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
