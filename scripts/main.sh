@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The main job. Until the composed model exists it runs the attention kernel benchmarks on this
-# machine and prints a readable table of ratios against SDPA measured in the same run.
+# The main job. Until the composed model exists it runs every benchmark under benchmarks/ on this
+# machine (attention kernels, VSA, MMDiT blocks, solvers) and prints a table of ratios to the
+# baselines measured in the same run; report.md, results.json and a chart go to outputs/benchmarks/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
