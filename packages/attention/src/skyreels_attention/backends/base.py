@@ -18,7 +18,8 @@ from ..masks import AttentionMask, MaskKind, mask_kind
 __all__ = ["AttentionBackend", "BackendCapabilities"]
 
 
-def _dtype_name(dtype: torch.dtype) -> str:
+def dtype_name(dtype: torch.dtype) -> str:
+    """`torch.float16` -> `float16`, for messages and capability tables."""
     return str(dtype).removeprefix("torch.")
 
 
@@ -43,7 +44,7 @@ class BackendCapabilities:
         """A flat, printable summary (used by `print_backends`)."""
         return {
             "devices/dtypes": "; ".join(
-                f"{dev}: {', '.join(sorted(_dtype_name(d) for d in dts))}" for dev, dts in self.dtypes.items()
+                f"{dev}: {', '.join(sorted(dtype_name(d) for d in dts))}" for dev, dts in self.dtypes.items()
             ),
             "head dims": f"<= {self.max_head_dim}"
             + (f", multiple of {self.head_dim_multiple}" if self.head_dim_multiple > 1 else ""),
@@ -73,8 +74,8 @@ class AttentionBackend(abc.ABC):
         if device not in caps.dtypes:
             reasons.append(f"device {device!r} not supported (supports {', '.join(caps.devices)})")
         elif q.dtype not in caps.dtypes[device]:
-            allowed = ", ".join(sorted(_dtype_name(d) for d in caps.dtypes[device]))
-            reasons.append(f"dtype {_dtype_name(q.dtype)} not supported on {device} (supports {allowed})")
+            allowed = ", ".join(sorted(dtype_name(d) for d in caps.dtypes[device]))
+            reasons.append(f"dtype {dtype_name(q.dtype)} not supported on {device} (supports {allowed})")
         head_dim = q.shape[-1]
         if head_dim > caps.max_head_dim or head_dim % caps.head_dim_multiple:
             reasons.append(

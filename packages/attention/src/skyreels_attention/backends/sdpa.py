@@ -33,10 +33,10 @@ class SdpaBackend(AttentionBackend):
                 attn_mask = mask.additive(q.dtype, q.device)
             else:
                 attn_mask = mask.to_dense(batch, heads, lq, lk, q.device)
-                # Fully masked rows must be zero on every kernel, not only on the math one.
+                # Fully masked rows must be zero on every kernel, not only on the math one. Always
+                # applied (an elementwise fill) rather than tested first: the test would be a
+                # device-to-host sync on every call.
                 empty_rows = ~attn_mask.any(dim=-1, keepdim=True)
-                if not bool(empty_rows.any()):
-                    empty_rows = None
         out = F.scaled_dot_product_attention(
             q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=attn_mask, scale=scale
         )

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from ..api import BackendUnavailableError
+from ..backends.base import dtype_name
 from .flex import block_sparse_attention_flex, flex_import_error
 from .gather import block_sparse_attention_gather
 from .inputs import BlockSparseInputs, BlockSparseProblem
@@ -56,10 +57,6 @@ class BlockSparseBackendError(BackendUnavailableError):
     """
 
 
-def _dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")
-
-
 @dataclass(frozen=True, kw_only=True)
 class BlockSparseCapabilities:
     """Declared limits. `dtypes` maps a device type to the dtypes the backend runs there;
@@ -90,7 +87,7 @@ class BlockSparseCapabilities:
             block_sizes += ", power of two"
         return {
             "devices/dtypes": "; ".join(
-                f"{dev}: {', '.join(sorted(_dtype_name(d) for d in dts))}" for dev, dts in self.dtypes.items()
+                f"{dev}: {', '.join(sorted(dtype_name(d) for d in dts))}" for dev, dts in self.dtypes.items()
             ),
             "head dims": head_dims,
             "block sizes": block_sizes,
@@ -117,9 +114,9 @@ class BlockSparseBackend(abc.ABC):
         if device not in caps.dtypes:
             reasons.append(f"device {device!r} not supported (supports {', '.join(caps.dtypes)})")
         elif problem.dtype not in caps.dtypes[device]:
-            allowed = ", ".join(sorted(_dtype_name(d) for d in caps.dtypes[device]))
+            allowed = ", ".join(sorted(dtype_name(d) for d in caps.dtypes[device]))
             reasons.append(
-                f"dtype {_dtype_name(problem.dtype)} not supported on {device} (supports {allowed})"
+                f"dtype {dtype_name(problem.dtype)} not supported on {device} (supports {allowed})"
             )
         d = problem.head_dim
         if (

@@ -22,10 +22,11 @@ from .index import num_blocks
 
 __all__ = ["block_sparse_attention_gather"]
 
-# Elements of the gathered keys per chunk: 2^22 (16 MiB fp32). Measured on an idle 2-core CPU
-# (torch 2.13), L=16384, 87.5 % sparse, op alone vs dense SDPA: 2^20 4.4x, 2^21 4.4x, 2^22 4.7x,
-# 2^23 3.8x, 2^24 3.1x. (On a heavily shared machine op launches cost scheduler slices and small
-# chunks lose: 2^20 was 2-7x slower there.)
+# Elements of the gathered keys per chunk: 2^22 (16 MiB fp32). Chosen with the VSA benchmark on an
+# idle 2-core CPU (torch 2.13): `python -m benchmarks.report benchmarks/test_vsa.py -k "16384 and
+# (sdpa or gather) and 0.875"` gave 3.4x over dense SDPA with 2^23 and 3.7-4.3x with 2^22
+# (docs/benchmarks/vsa.md). On a heavily shared machine op launches cost scheduler slices and
+# small chunks lose instead.
 _CHUNK_ELEMENTS = 1 << 22
 
 
