@@ -2,8 +2,8 @@
 
 Random block indices with a fixed seed; at sparsity s every query block keeps
 K = ceil((1 - s) * n_kv_blocks) distinct key blocks (VSA's top-K rule), block size 64.
-CPU: torch reference, gather (gathered blocks + fused SDPA) and compiled flex at 75 / 87.5 / 90 %
-sparsity, L = 4096 and 8192, fp32.
+CPU: torch reference, gather (gathered blocks + fused SDPA), our C++ kernel (cpp) and compiled
+flex at 75 / 87.5 / 90 % sparsity, L = 4096 and 8192, fp32.
 GPU (when CUDA is available): our Triton kernel and flex in bf16 at 87.5 %, L = 16k..64k.
 """
 
@@ -26,7 +26,7 @@ if ON_GPU:
     BACKENDS = ["triton", "flex"]
 else:
     LENGTHS, SPARSITIES, HEADS, HEAD_DIM, DTYPE = [4096, 8192], [0.75, 0.875, 0.9], 2, 64, torch.float32
-    BACKENDS = ["torch", "gather", "flex"]
+    BACKENDS = ["torch", "gather", "cpp", "flex"]
 
 
 def _cases():

@@ -3,10 +3,11 @@
 VSA = tiling + coarse stage + top-K selection + block-sparse fine stage + gated combine, on a pure
 video grid (no text), ``K = ceil((1 - s) · n_blocks)``. Every group has the dense SDPA baseline.
 
-CPU: L = 4096 (16x16x16) and 16384 (16x32x32) tokens, H=2, D=64, fp32; VSA with the gather fine
-stage (gathered blocks + fused SDPA), the compiled flex fine stage (forward only: flex has no CPU
-backward) and the torch block-sparse reference; forward + backward with the gather and torch fine
-stages at 4096. GPU: L up to 65536, H=24, D=128, bf16,
+CPU: L = 4096 (16x16x16) and 16384 (16x32x32) tokens, H=2, D=64, fp32; VSA with our C++ fine
+stage (cpp: blocks read in place), the gather fine stage (gathered blocks + fused SDPA), the
+compiled flex fine stage (forward only: flex has no CPU backward) and the torch block-sparse
+reference; forward + backward with the cpp, gather and torch fine stages at 4096 and with cpp and
+gather at 16384 (87.5 %). GPU: L up to 65536, H=24, D=128, bf16,
 forward and forward + backward with the triton and flex fine stages.
 
 ``extra_info["attention_flops_ratio"]`` = dense attention FLOPs / VSA FLOPs (analytic; fine +
@@ -36,19 +37,20 @@ _STATUS = block_sparse_backend_status()
 def _cases():
     for length in LENGTHS:
         for sparsity in SPARSITIES:
-            impls = ["sdpa"]
             if ON_GPU:
-                impls += ["vsa-triton", "vsa-flex"] + (["vsa-torch"] if length <= 16384 else [])
-                passes = ["forward", "forward+backward"]
+                impls = ["sdpa", "vsa-triton", "vsa-flex"] + (["vsa-torch"] if length <= 16384 else [])
+                passes = {"forward": impls, "forward+backward": impls}
             else:
-                impls += ["vsa-gather", "vsa-flex"] + (
-                    ["vsa-torch"] if length == 4096 or sparsity == 0.875 else []
-                )
-                passes = ["forward"] + (["forward+backward"] if length == 4096 else [])
-            for direction in passes:
-                for impl in impls:
-                    if direction == "forward+backward" and impl == "vsa-flex" and not ON_GPU:
-                        continue
+                impls = ["sdpa", "vsa-cpp", "vsa-gather", "vsa-flex"]
+                impls += ["vsa-torch"] if length == 4096 or sparsity == 0.875 else []
+                # Backward on CPU: every sparsity at 4096, 87.5 % at 16384; flex has no CPU backward.
+                backward = ["sdpa", "vsa-cpp", "vsa-gather"]
+                backward += ["vsa-torch"] if length == 4096 else []
+                passes = {"forward": impls}
+                if length == 4096 or sparsity == 0.875:
+                    passes["forward+backward"] = backward
+            for direction, names in passes.items():
+                for impl in names:
                     yield pytest.param(
                         impl, length, sparsity, direction, id=f"{impl}-L{length}-s{sparsity}-{direction}"
                     )
@@ -89,12 +91,12 @@ def test_vsa_against_dense(benchmark, impl, length, sparsity, direction):
         if ON_GPU:
             torch.cuda.synchronize()
 
-    if impl in ("vsa-flex", "vsa-gather") and not backward:
-        # Compile outside the timing, and check the fine stage against the torch one.
+    if impl in ("vsa-flex", "vsa-gather", "vsa-cpp") and not backward:
+        # Compile / build outside the timing, and check the fine stage against the torch reference.
         with torch.no_grad():
             got = forward()
             want = video_sparse_attention(
-                x["q"], x["k"], x["v"], tiling=tiling, keep=keep, gate=x["gate"]
+                x["q"], x["k"], x["v"], tiling=tiling, keep=keep, gate=x["gate"], backend="torch"
             ).video
         torch.testing.assert_close(got.float(), want.float(), rtol=2e-2, atol=2e-2)
 

@@ -283,7 +283,7 @@ _BAD_INPUTS = {
         _good,
         {"backend": "cuda"},
         ValueError,
-        "backend must be one of torch, gather, flex, triton",
+        "backend must be one of torch, gather, cpp, flex, triton",
     ),
 }
 
@@ -318,8 +318,8 @@ def _problem(dtype=torch.float32, head_dim=16, block_size=64, requires_grad=Fals
     return validate_block_sparse_inputs(**args, block_size=block_size).problem
 
 
-def test_auto_picks_gather_on_cpu_and_the_reference_for_float64():
-    assert resolve_block_sparse_backend(_problem(), None).name == "gather"
+def test_auto_picks_cpp_on_cpu_and_the_reference_for_float64():
+    assert resolve_block_sparse_backend(_problem(), None).name == "cpp"
     assert resolve_block_sparse_backend(_problem(dtype=torch.float64), None).name == "torch"
 
 
@@ -352,7 +352,8 @@ def test_triton_on_cpu_without_the_interpreter_raises(monkeypatch):
 
 def test_status_and_capabilities_cover_every_backend():
     status = block_sparse_backend_status()
-    assert set(status) == {"torch", "gather", "flex", "triton"} and status["torch"] == status["gather"] == []
+    assert set(status) == {"torch", "gather", "cpp", "flex", "triton"}
+    assert status["torch"] == status["gather"] == []
     caps = block_sparse_backend_capabilities()
     assert caps["flex"]["backward"] == "cuda"
     assert caps["triton"]["head dims"] == "16, 32, 64, 128"

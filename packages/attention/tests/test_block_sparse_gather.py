@@ -135,7 +135,8 @@ def test_low_precision_parity_rule(dtype):
 def test_cpu_automatic_choice_and_capabilities():
     q, k, v, index, counts, _ = _case(1, 1, 64, 64, 8, 32)
     problem = validate_block_sparse_inputs(q, k, v, index, counts, block_size=32).problem
-    assert resolve_block_sparse_backend(problem, None).name == AUTO_PRIORITY["cpu"][0] == "gather"
+    assert AUTO_PRIORITY["cpu"] == ("cpp", "gather", "torch")
+    assert resolve_block_sparse_backend(problem, "gather").name == "gather"
     with torch.no_grad():
         half = validate_block_sparse_inputs(q.half(), k.half(), v.half(), index, counts, block_size=32)
     assert resolve_block_sparse_backend(half.problem, "gather").name == "gather"

@@ -82,7 +82,7 @@ def test_recipe_yaml_maps_onto_the_module_and_data(tmp_path, monkeypatch):
     assert isinstance(cli.model, RefinerLightningModule) and cli.model.ramp == SparsityRamp(
         target=0.5, steps=100
     )
-    assert cli.model.refiner.config.vsa == VSAConfig(sparsity=0.5, cube=(4, 4, 4), backend="gather")
+    assert cli.model.refiner.config.vsa == VSAConfig(sparsity=0.5, cube=(4, 4, 4), backend=None)
     assert cli.datamodule.train_set.shape == (9, 16, 16)
 
 

@@ -124,8 +124,8 @@ def video_sparse_attention(
         text_q, text_k, text_v: ``[B, Lt, H, D]`` text tokens of the joint attention, or all None.
         text_valid_lengths: ``[B]`` int, text keys at or past it are padding; None = all real.
         scale: softmax scale, default ``1/sqrt(D)`` (coarse and fine alike).
-        backend: block-sparse backend of the fine stage ("gather", "torch", "flex", "triton"; None:
-            automatic per device).
+        backend: block-sparse backend of the fine stage ("cpp", "gather", "torch", "flex",
+            "triton"; None: automatic per device).
         dense_backend: skyreels-attention backend for the text queries (None = automatic).
 
     Returns:

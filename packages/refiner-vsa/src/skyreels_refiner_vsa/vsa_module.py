@@ -41,9 +41,10 @@ class VSAConfig:
         top_k: a fixed ``K`` instead (then ``sparsity`` must be None).
         cube: cube shape (t, h, w); its volume is the block size and must be a power of two >= 16
             (the flex and triton kernels' tiles). VSA: (4, 4, 4).
-        backend: block-sparse backend of the fine stage: None (automatic per device: "gather" on
-            CPU, "triton" > "flex" > "torch" on CUDA), "gather" (selected blocks through SDPA's fused
-            kernel; forward and backward), "torch" (fp32 reference, any device, with backward),
+        backend: block-sparse backend of the fine stage: None (automatic per device: "cpp" >
+            "gather" on CPU, "triton" > "flex" > "torch" on CUDA), "cpp" (our C++ CPU kernel, fp32,
+            forward and backward), "gather" (selected blocks through SDPA's fused kernel; forward
+            and backward), "torch" (fp32 reference, any device, with backward),
             "flex" (compiled flex_attention; forward only on CPU), "triton" (our kernel; CUDA, or
             CPU under TRITON_INTERPRET=1).
         dense: backend of the dense attention of the text queries.

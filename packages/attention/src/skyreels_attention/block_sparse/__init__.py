@@ -1,5 +1,6 @@
 """Block-sparse attention: `block_sparse_attention` and its backends (torch reference, gather +
-SDPA, flex, our Triton kernel). See docs/block-sparse-attention.md for the index format and the kernel."""
+SDPA, our C++ CPU kernel, flex, our Triton kernel). See docs/block-sparse-attention.md for the
+index format and the kernels."""
 
 from .api import block_sparse_attention
 from .backends import (

@@ -42,9 +42,10 @@ def block_sparse_attention(
             attended (padding inside the last selected block, or whole padded blocks).
         scale: softmax scale; None means 1 / sqrt(D).
         backend: "torch" (fp32 reference, any device), "gather" (gathered blocks + fused SDPA;
-            CPU and CUDA, with backward), "flex" (compiled flex_attention; no CPU backward),
-            "triton" (our kernel; CUDA, or CPU under TRITON_INTERPRET=1), or None: triton, then
-            flex, then torch on CUDA; gather, then torch on CPU; torch elsewhere.
+            CPU and CUDA, with backward), "cpp" (our C++ CPU kernel, fp32, with backward; built
+            on first use), "flex" (compiled flex_attention; no CPU backward), "triton" (our
+            kernel; CUDA, or CPU under TRITON_INTERPRET=1), or None: triton, then flex, then
+            torch on CUDA; cpp, then gather, then torch on CPU; torch elsewhere.
 
     Returns:
         `[B, Lq, H, D]` in q's dtype. A query row whose selected keys are all masked (count 0, or

@@ -20,6 +20,7 @@ from torch import Tensor
 
 from ..api import BackendUnavailableError
 from ..backends.base import dtype_name
+from .cpp import block_sparse_attention_cpp, cpp_kernel_error
 from .flex import block_sparse_attention_flex, flex_import_error
 from .gather import block_sparse_attention_gather
 from .inputs import BlockSparseInputs, BlockSparseProblem
@@ -37,13 +38,14 @@ __all__ = [
     "resolve_block_sparse_backend",
 ]
 
-BlockSparseBackendName = Literal["torch", "gather", "flex", "triton"]
-# Automatic choice per device type. CPU takes gather (fused SDPA on the gathered blocks: faster
-# than compiled flex there, see docs/benchmarks/block_sparse.md) and never flex (compiles for
-# seconds, no CPU backward) nor the interpreted Triton kernel (test-only speed).
+BlockSparseBackendName = Literal["torch", "gather", "cpp", "flex", "triton"]
+# Automatic choice per device type. CPU takes our C++ kernel for fp32 (blocks read in place: the
+# fastest there, see docs/benchmarks.md), then gather (fused SDPA on gathered blocks; fp16/bf16, or
+# no compiler), never flex (compiles for seconds, no CPU backward) nor the interpreted Triton
+# kernel (test-only speed).
 AUTO_PRIORITY: dict[str, tuple[BlockSparseBackendName, ...]] = {
     "cuda": ("triton", "flex", "torch"),
-    "cpu": ("gather", "torch"),
+    "cpu": ("cpp", "gather", "torch"),
 }
 _DEFAULT_PRIORITY: tuple[BlockSparseBackendName, ...] = ("torch",)
 _LOW_AND_FULL = frozenset({torch.float16, torch.bfloat16, torch.float32})
@@ -177,6 +179,23 @@ class GatherBlockSparse(BlockSparseBackend):
         return block_sparse_attention_gather(*_tensors(inputs), **_options(inputs))
 
 
+class CppBlockSparse(BlockSparseBackend):
+    name = "cpp"
+    capabilities = BlockSparseCapabilities(
+        dtypes={"cpu": frozenset({torch.float32})},
+        backward_devices=frozenset({"cpu"}),
+        max_block_size=512,
+        notes=("our C++ CPU kernel: blocks read in place, online softmax; built on first use (~10 s)",),
+    )
+
+    def environment_reasons(self) -> list[str]:
+        error = cpp_kernel_error()  # builds the kernel the first time it is asked
+        return [] if error is None else [error]
+
+    def run(self, inputs: BlockSparseInputs) -> Tensor:
+        return block_sparse_attention_cpp(*_tensors(inputs), **_options(inputs))
+
+
 class FlexBlockSparse(BlockSparseBackend):
     name = "flex"
     capabilities = BlockSparseCapabilities(
@@ -271,7 +290,8 @@ def _options(inputs: BlockSparseInputs) -> dict[str, object]:
 
 
 _BACKEND_CLASSES: dict[str, type[BlockSparseBackend]] = {
-    cls.name: cls for cls in (TorchBlockSparse, GatherBlockSparse, FlexBlockSparse, TritonBlockSparse)
+    cls.name: cls
+    for cls in (TorchBlockSparse, GatherBlockSparse, CppBlockSparse, FlexBlockSparse, TritonBlockSparse)
 }
 
 
@@ -279,7 +299,7 @@ _INSTANCES: dict[str, BlockSparseBackend] = {}
 
 
 def get_block_sparse_backend(name: BlockSparseBackendName) -> BlockSparseBackend:
-    """The backend instance called `name` ('torch', 'gather', 'flex' or 'triton')."""
+    """The backend instance called `name` ('torch', 'gather', 'cpp', 'flex' or 'triton')."""
     if not isinstance(name, str) or name not in _BACKEND_CLASSES:
         raise ValueError(
             f"backend must be one of {', '.join(get_args(BlockSparseBackendName))} or None, got {name!r}"

@@ -1,0 +1,186 @@
+"""The `cpp` block-sparse backend (our C++ CPU kernel) against the fp32 torch reference.
+
+Forward and gradients on partial blocks, kv_valid_lengths, cross-attention, -1 padding, empty rows,
+non-finite padding, block sizes that are not powers of two, strided inputs; the backward is
+deterministic; the automatic CPU choice; the switch-off variable; shape-only (fake) versions of the
+ops for torch.compile. Where the kernel cannot be built here (no compiler or ninja), the module is
+skipped with the reason; where the tools exist, a failed build fails the tests.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from skyreels_attention.block_sparse import (
+    AUTO_PRIORITY,
+    block_sparse_attention,
+    block_sparse_attention_reference,
+    block_sparse_backend_capabilities,
+    cpp,
+    random_block_index,
+)
+from skyreels_attention.block_sparse.backends import get_block_sparse_backend, resolve_block_sparse_backend
+from skyreels_attention.block_sparse.inputs import validate_block_sparse_inputs
+
+_MISSING = cpp._missing_tools()
+pytestmark = pytest.mark.skipif(_MISSING is not None, reason=f"cpp kernel cannot be built here: {_MISSING}")
+
+
+def _case(batch, heads, lq, lk, head_dim, block_size, *, valid=None, seed=0, max_blocks=None):
+    """Random q/k/v (requiring grad), an index with variable counts and -1 padding, valid lengths."""
+    gen = torch.Generator().manual_seed(seed)
+    nqb, nkb = -(-lq // block_size), -(-lk // block_size)
+    index, counts = random_block_index(
+        batch, heads, nqb, nkb, max_blocks=max_blocks or max(1, nkb - 1), variable_counts=True, generator=gen
+    )
+    q, k, v = (torch.randn(batch, n, heads, head_dim, generator=gen).requires_grad_() for n in (lq, lk, lk))
+    valid_lengths = None if valid is None else torch.tensor(valid, dtype=torch.int32)
+    return q, k, v, index, counts, valid_lengths
+
+
+def _run(backend, q, k, v, index, counts, block_size, valid):
+    return block_sparse_attention(
+        q, k, v, index, counts, block_size=block_size, kv_valid_lengths=valid, backend=backend
+    )
+
+
+def _outputs_and_grads(fn, q, k, v, grad_out):
+    out = fn(q, k, v)
+    return (out, *torch.autograd.grad(out, (q, k, v), grad_out))
+
+
+def _reference(q, k, v, index, counts, block_size, valid):
+    return block_sparse_attention_reference(
+        q, k, v, index, counts, block_size=block_size, kv_valid_lengths=valid, scale=q.shape[-1] ** -0.5
+    )
+
+
+def test_the_kernel_builds_where_the_tools_exist():
+    assert cpp.cpp_kernel_error() is None
+    assert get_block_sparse_backend("cpp").environment_reasons() == []
+
+
+@pytest.mark.parametrize(
+    ("batch", "heads", "lq", "lk", "head_dim", "block_size", "valid"),
+    [
+        (2, 2, 150, 150, 16, 64, None),  # partial last block on both axes
+        (2, 1, 200, 200, 8, 32, [130, 200]),  # kv_valid_lengths inside and at a block edge
+        (1, 3, 96, 300, 16, 32, [41]),  # cross-attention Lq != Lk, most key blocks invalid
+        (2, 2, 256, 128, 64, 64, None),  # whole blocks, VSA's head dim
+        (1, 2, 100, 77, 20, 24, [77]),  # a block size and head dim that are not powers of two
+        (1, 1, 40, 40, 16, 1, [33]),  # one-token blocks
+        (1, 1, 600, 600, 16, 512, None),  # the largest block size: one key group per block
+    ],
+)
+def test_forward_and_gradients_match_reference(batch, heads, lq, lk, head_dim, block_size, valid):
+    q, k, v, index, counts, valid_t = _case(batch, heads, lq, lk, head_dim, block_size, valid=valid)
+    counts[0, 0, 0] = 0  # an empty row: output and gradients must be 0
+    index[0, 0, 0] = -1
+    grad_out = torch.randn(q.shape, generator=torch.Generator().manual_seed(1))
+    args = (index, counts, block_size, valid_t)
+    got = _outputs_and_grads(lambda *t: _run("cpp", *t, *args), q, k, v, grad_out)
+    want = _outputs_and_grads(lambda *t: _reference(*t, *args), q, k, v, grad_out)
+    for name, g, w in zip(("out", "dq", "dk", "dv"), got, want):
+        assert g.dtype == torch.float32 and torch.isfinite(g).all(), name
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=5e-6, msg=lambda m, n=name: f"{n}: {m}")
+    rows = min(block_size, lq)
+    assert got[0][0, :rows, 0].abs().max() == 0
+    assert got[1][0, :rows, 0].abs().max() == 0
+
+
+def test_long_rows_cross_several_key_groups():
+    """More selected keys than one online-softmax step (512): the running max and rescale matter."""
+    gen = torch.Generator().manual_seed(7)
+    q = (3.0 * torch.randn(1, 128, 2, 32, generator=gen)).requires_grad_()  # peaked softmax
+    k, v = (torch.randn(1, 2048, 2, 32, generator=gen).requires_grad_() for _ in range(2))
+    index, counts = random_block_index(1, 2, 2, 32, max_blocks=32, generator=gen)  # 2048 keys per row
+    grad_out = torch.randn(q.shape, generator=torch.Generator().manual_seed(1))
+    got = _outputs_and_grads(lambda *t: _run("cpp", *t, index, counts, 64, None), q, k, v, grad_out)
+    want = _outputs_and_grads(lambda *t: _reference(*t, index, counts, 64, None), q, k, v, grad_out)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=5e-6)
+
+
+def test_strided_inputs_and_int64_index():
+    """q/k/v as views of a [B, H, L, D] tensor (VSA's layout) and an int64 index give the same result."""
+    q, k, v, index, counts, _ = _case(2, 3, 130, 130, 16, 32, seed=2)
+    with torch.no_grad():
+        views = [t.detach().transpose(1, 2).contiguous().transpose(1, 2) for t in (q, k, v)]
+        assert not views[0].is_contiguous()
+        want = _run("cpp", q, k, v, index, counts, 32, None)
+        got = _run("cpp", *views, index.long(), counts.long(), 32, None)
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+def test_backward_is_deterministic():
+    q, k, v, index, counts, valid = _case(2, 2, 300, 300, 16, 32, valid=[300, 211], seed=3)
+    grad_out = torch.randn(q.shape, generator=torch.Generator().manual_seed(4))
+    first = _outputs_and_grads(lambda *t: _run("cpp", *t, index, counts, 32, valid), q, k, v, grad_out)
+    second = _outputs_and_grads(lambda *t: _run("cpp", *t, index, counts, 32, valid), q, k, v, grad_out)
+    for a, b in zip(first, second):
+        assert torch.equal(a, b)
+
+
+def test_rows_without_valid_keys_and_nonfinite_padding_stay_zero():
+    """Selected blocks entirely past the valid length -> 0; NaN/inf padding is never read."""
+    q, k, v, index, counts, _ = _case(1, 2, 128, 256, 16, 64, max_blocks=2, seed=4)
+    index[:] = -1
+    counts[:] = 1
+    index[..., 0] = 3  # every row selects only the last key block ...
+    valid = torch.tensor([150], dtype=torch.int32)  # ... which lies wholly past the valid length
+    with torch.no_grad():
+        k[:, 150:], v[:, 150:] = float("nan"), float("inf")
+        out = _run("cpp", q, k, v, index, counts, 64, valid)
+    assert torch.equal(out, torch.zeros_like(out))
+    index[0, 0, :, 0] = 2  # head 0 now sees keys 128..149 of block 2, next to the NaN padding
+    grad_out = torch.randn(q.shape, generator=torch.Generator().manual_seed(2))
+    got = _outputs_and_grads(lambda *t: _run("cpp", *t, index, counts, 64, valid), q, k, v, grad_out)
+    want = _outputs_and_grads(lambda *t: _reference(*t, index, counts, 64, valid), q, k, v, grad_out)
+    for g, w in zip(got, want):
+        assert torch.isfinite(g).all()
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=5e-6)
+    assert got[0][:, :, 1].abs().max() == 0 and got[0][:, :, 0].abs().max() > 0
+    assert got[2][:, 150:].abs().max() == 0 and got[3][:, 150:].abs().max() == 0
+
+
+def test_automatic_choice_capabilities_and_refusals():
+    q, k, v, index, counts, _ = _case(1, 1, 64, 64, 8, 32)
+    problem = validate_block_sparse_inputs(q, k, v, index, counts, block_size=32).problem
+    assert resolve_block_sparse_backend(problem, None).name == AUTO_PRIORITY["cpu"][0] == "cpp"
+    with torch.no_grad():
+        half = validate_block_sparse_inputs(q.half(), k.half(), v.half(), index, counts, block_size=32)
+    assert resolve_block_sparse_backend(half.problem, None).name == "gather"  # fp16: not ours
+    reasons = get_block_sparse_backend("cpp").not_supported_reasons(half.problem)
+    assert any("dtype float16 not supported on cpu (supports float32)" in r for r in reasons), reasons
+    caps = block_sparse_backend_capabilities()["cpp"]
+    assert caps["backward"] == "cpu" and caps["devices/dtypes"] == "cpu: float32"
+
+
+def test_switch_off_variable(monkeypatch):
+    monkeypatch.setenv(cpp.DISABLE_ENV, "1")
+    assert "switched off" in cpp._missing_tools()
+    monkeypatch.setenv(cpp.DISABLE_ENV, "0")
+    assert cpp._missing_tools() is None
+
+
+def test_extension_name_tracks_source_flags_and_cpu(monkeypatch):
+    name = cpp._extension_name()
+    assert name.startswith("skyreels_block_sparse_cpu_") and name == cpp._extension_name()
+    monkeypatch.setattr(cpp, "_cpu_fingerprint", lambda: "another cpu")
+    assert cpp._extension_name() != name
+    monkeypatch.undo()
+    monkeypatch.setattr(cpp, "_CFLAGS", (*cpp._CFLAGS, "-DEXTRA"))
+    assert cpp._extension_name() != name
+
+
+def test_fake_ops_give_shapes_for_tracing():
+    assert cpp.cpp_kernel_error() is None
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():
+        q, k = torch.empty(2, 70, 3, 16), torch.empty(2, 90, 3, 16)
+        index, counts = torch.zeros(2, 3, 2, 1, dtype=torch.int32), torch.ones(2, 3, 2, dtype=torch.int32)
+        valid = torch.full((2,), 90, dtype=torch.int32)
+        out, lse = torch.ops.skyreels_block_sparse_cpu.forward(q, k, k, index, counts, valid, 64, 0.25)
+        assert out.shape == (2, 70, 3, 16) and lse.shape == (2, 3, 70)
