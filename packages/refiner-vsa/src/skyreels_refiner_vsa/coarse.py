@@ -53,5 +53,7 @@ def coarse_attention(
     pooled_q, pooled_k, pooled_v = (pool_blocks(x, tiling) for x in (q_tiled, k_tiled, v_tiled))
     logits = torch.einsum("bqhd,bkhd->bhqk", pooled_q, pooled_k) * scale
     block_out = torch.einsum("bhqk,bkhd->bqhd", logits.softmax(dim=-1), pooled_v)  # [B, nB, H, D]
-    block_of_position = torch.arange(tiling.num_tokens, device=q_tiled.device) // tiling.block_size
-    return CoarseAttention(block_out.index_select(1, block_of_position), logits)
+    # Every token of block i carries block i's output: a broadcast along a new token axis.
+    batch, n_blocks, heads, dim = block_out.shape
+    per_token = block_out.unsqueeze(2).expand(batch, n_blocks, tiling.block_size, heads, dim)
+    return CoarseAttention(per_token.reshape(batch, -1, heads, dim)[:, : tiling.num_tokens], logits)

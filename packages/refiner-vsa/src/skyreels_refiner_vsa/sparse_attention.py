@@ -174,7 +174,8 @@ def video_sparse_attention(
     video_out = fine
     if gate is not None:
         dtype = coarse.output.dtype
-        video_out = (fine.to(dtype) + tiling.tile(gate).to(dtype) * coarse.output).to(video_q.dtype)
+        gated = torch.addcmul(fine.to(dtype), tiling.tile(gate).to(dtype), coarse.output)
+        video_out = gated.to(video_q.dtype)
     video_out = tiling.untile(video_out)
 
     text_out = None
