@@ -84,7 +84,11 @@ def plot_speedups(rows: list[dict], path: Path) -> None:
         return
 
     def label(row: dict) -> str:
-        group = row["group"] if len(row["group"]) <= 48 else row["group"][:47] + "…"
+        # Long groups lose their middle, not their end: the end holds what tells groups apart
+        # (sparsity, K) once their start (kind, length) is the same.
+        group = row["group"]
+        if len(group) > 64:
+            group = group[:30] + "…" + group[-33:]
         return f"{row['impl']}  ·  {group}"
 
     fig, ax = plt.subplots(figsize=(12, 0.3 * len(shown) + 1.5))
