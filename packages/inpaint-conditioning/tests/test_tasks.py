@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from skyreels_inpaint_conditioning import (
+    ClipShape,
     CombinedTask,
     ConditioningShapeError,
     ImageInpainting,
@@ -14,6 +15,7 @@ from skyreels_inpaint_conditioning import (
     StartEndInterpolation,
     TaskKind,
     TaskParameterError,
+    TaskSpec,
     TextToVideo,
     VideoEditing,
     VideoExtension,
@@ -145,3 +147,21 @@ def test_task_errors(pooling_vae, random_video) -> None:
         CombinedTask(parts=(TextToVideo(),))
     with pytest.raises(TaskParameterError, match="image-to-video needs at least 5 frames"):
         latent_mask(ImageToVideo(), pooling_vae, random_video[:, :, :1])
+
+
+class _LastFrames(TaskSpec):
+    """A task of a user's own: keep the last four pixel frames (one latent frame)."""
+
+    kind = TaskKind.INTERPOLATION
+
+    def mask_for(self, clip: ClipShape) -> torch.Tensor:
+        mask = clip.no_frame_kept()
+        mask[-clip.temporal_factor :] = True
+        return mask
+
+
+def test_a_task_of_ones_own_goes_through_the_same_pipeline(pooling_vae, random_video) -> None:
+    got = latent_mask(_LastFrames(), pooling_vae, random_video)
+    torch.testing.assert_close(got, paper_mask([T - 1]))
+    combined = latent_mask(CombinedTask(parts=(ImageToVideo(), _LastFrames())), pooling_vae, random_video)
+    torch.testing.assert_close(combined, paper_mask([0, T - 1]))

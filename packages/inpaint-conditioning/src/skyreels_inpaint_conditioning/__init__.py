@@ -45,6 +45,7 @@ from skyreels_inpaint_conditioning.references import (
     pack_video_references,
 )
 from skyreels_inpaint_conditioning.tasks import (
+    ClipShape,
     CombinedTask,
     ImageInpainting,
     ImageToVideo,
@@ -66,6 +67,7 @@ from skyreels_inpaint_conditioning.vae import (
 __all__ = [
     "PAPER_STAGE_MIXTURES",
     "BlackLatentCache",
+    "ClipShape",
     "CombinedTask",
     "ConditioningShapeError",
     "EditMaskKind",

@@ -33,6 +33,7 @@ from __future__ import annotations
 import enum
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -41,6 +42,7 @@ from skyreels_inpaint_conditioning.errors import ConditioningShapeError, TaskPar
 from skyreels_inpaint_conditioning.latent_mask import check_binary_mask, latent_num_frames
 
 __all__ = [
+    "ClipShape",
     "CombinedTask",
     "ImageInpainting",
     "ImageToVideo",
@@ -65,12 +67,29 @@ class TaskKind(str, enum.Enum):
     COMBINED = "combined"
 
 
+class ClipShape(NamedTuple):
+    """The clip a task's mask is built for: pixel frames, height, width, the VAE's temporal factor
+    and the device of the mask."""
+
+    num_frames: int
+    height: int
+    width: int
+    temporal_factor: int = 4
+    device: torch.device | str | None = None
+
+    def no_frame_kept(self) -> Tensor:
+        """An all-False ``[F, H, W]`` bool mask on the clip's device."""
+        return torch.zeros(self.num_frames, self.height, self.width, dtype=torch.bool, device=self.device)
+
+
 class TaskSpec(ABC):
-    """A conditioning task: knows its kind and its pixel-level keep mask."""
+    """A conditioning task: knows its kind and its pixel-level keep mask.
+
+    Subclasses implement ``mask_for(clip)``; ``pixel_keep_mask`` is the keyword front door.
+    """
 
     kind: TaskKind
 
-    @abstractmethod
     def pixel_keep_mask(
         self,
         *,
@@ -84,6 +103,11 @@ class TaskSpec(ABC):
 
         Raises ``TaskParameterError`` / ``ConditioningShapeError`` when the task does not fit the clip.
         """
+        return self.mask_for(ClipShape(num_frames, height, width, temporal_factor, device))
+
+    @abstractmethod
+    def mask_for(self, clip: ClipShape) -> Tensor:
+        """``pixel_keep_mask`` for ``clip``: bool ``[F, H, W]``, True = condition."""
 
     @property
     def label(self) -> str:
@@ -91,8 +115,8 @@ class TaskSpec(ABC):
         return self.kind.value
 
 
-def _check_clip(num_frames: int, temporal_factor: int) -> None:
-    latent_num_frames(num_frames, temporal_factor=temporal_factor)
+def _check_clip(clip: ClipShape) -> None:
+    latent_num_frames(clip.num_frames, temporal_factor=clip.temporal_factor)
 
 
 def _check_count(name: str, value: int, low: int, high: int, why: str) -> None:
@@ -108,17 +132,9 @@ class TextToVideo(TaskSpec):
 
     kind = TaskKind.TEXT_TO_VIDEO
 
-    def pixel_keep_mask(
-        self,
-        *,
-        num_frames: int,
-        height: int,
-        width: int,
-        temporal_factor: int = 4,
-        device: torch.device | str | None = None,
-    ) -> Tensor:
-        _check_clip(num_frames, temporal_factor)
-        return torch.zeros(num_frames, height, width, dtype=torch.bool, device=device)
+    def mask_for(self, clip: ClipShape) -> Tensor:
+        _check_clip(clip)
+        return clip.no_frame_kept()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -127,22 +143,14 @@ class ImageToVideo(TaskSpec):
 
     kind = TaskKind.IMAGE_TO_VIDEO
 
-    def pixel_keep_mask(
-        self,
-        *,
-        num_frames: int,
-        height: int,
-        width: int,
-        temporal_factor: int = 4,
-        device: torch.device | str | None = None,
-    ) -> Tensor:
-        _check_clip(num_frames, temporal_factor)
-        if num_frames < 1 + temporal_factor:
+    def mask_for(self, clip: ClipShape) -> Tensor:
+        _check_clip(clip)
+        if clip.num_frames < 1 + clip.temporal_factor:
             raise TaskParameterError(
-                f"num_frames: image-to-video needs at least {1 + temporal_factor} frames (one generated "
-                f"latent frame), got {num_frames}"
+                f"num_frames: image-to-video needs at least {1 + clip.temporal_factor} frames (one "
+                f"generated latent frame), got {clip.num_frames}"
             )
-        mask = torch.zeros(num_frames, height, width, dtype=torch.bool, device=device)
+        mask = clip.no_frame_kept()
         mask[0] = True
         return mask
 
@@ -160,24 +168,16 @@ class VideoExtension(TaskSpec):
     num_kept_frames: int
     kind = TaskKind.VIDEO_EXTENSION
 
-    def pixel_keep_mask(
-        self,
-        *,
-        num_frames: int,
-        height: int,
-        width: int,
-        temporal_factor: int = 4,
-        device: torch.device | str | None = None,
-    ) -> Tensor:
-        _check_clip(num_frames, temporal_factor)
+    def mask_for(self, clip: ClipShape) -> Tensor:
+        _check_clip(clip)
         _check_count(
             "num_kept_frames",
             self.num_kept_frames,
             1,
-            num_frames - 1,
-            f"at least one frame of the F={num_frames}-frame clip must be generated",
+            clip.num_frames - 1,
+            f"at least one frame of the F={clip.num_frames}-frame clip must be generated",
         )
-        mask = torch.zeros(num_frames, height, width, dtype=torch.bool, device=device)
+        mask = clip.no_frame_kept()
         mask[: self.num_kept_frames] = True
         return mask
 
@@ -194,34 +194,27 @@ class StartEndInterpolation(TaskSpec):
     num_end_frames: int | None = None
     kind = TaskKind.INTERPOLATION
 
-    def pixel_keep_mask(
-        self,
-        *,
-        num_frames: int,
-        height: int,
-        width: int,
-        temporal_factor: int = 4,
-        device: torch.device | str | None = None,
-    ) -> Tensor:
-        _check_clip(num_frames, temporal_factor)
-        end = temporal_factor if self.num_end_frames is None else self.num_end_frames
+    def mask_for(self, clip: ClipShape) -> Tensor:
+        _check_clip(clip)
+        factor, frames = clip.temporal_factor, clip.num_frames
+        end = factor if self.num_end_frames is None else self.num_end_frames
         _check_count(
             "num_end_frames",
             end,
-            temporal_factor,
-            num_frames - 1,
-            f"latent frame T-1 covers the last {temporal_factor} pixel frames; fewer would not condition it",
+            factor,
+            frames - 1,
+            f"latent frame T-1 covers the last {factor} pixel frames; fewer would not condition it",
         )
         _check_count(
             "num_start_frames",
             self.num_start_frames,
             1,
-            num_frames - end - 1,
-            f"start and {end} end frames must leave a frame of the F={num_frames}-frame clip to generate",
+            frames - end - 1,
+            f"start and {end} end frames must leave a frame of the F={frames}-frame clip to generate",
         )
-        mask = torch.zeros(num_frames, height, width, dtype=torch.bool, device=device)
+        mask = clip.no_frame_kept()
         mask[: self.num_start_frames] = True
-        mask[num_frames - end :] = True
+        mask[frames - end :] = True
         return mask
 
 
@@ -248,24 +241,17 @@ class VideoEditing(TaskSpec):
     def __post_init__(self) -> None:
         object.__setattr__(self, "keep_mask", _as_keep_mask("keep_mask", self.keep_mask, (2, 3)))
 
-    def pixel_keep_mask(
-        self,
-        *,
-        num_frames: int,
-        height: int,
-        width: int,
-        temporal_factor: int = 4,
-        device: torch.device | str | None = None,
-    ) -> Tensor:
-        _check_clip(num_frames, temporal_factor)
-        expected = (height, width) if self.keep_mask.ndim == 2 else (num_frames, height, width)
+    def mask_for(self, clip: ClipShape) -> Tensor:
+        _check_clip(clip)
+        frames, height, width = clip.num_frames, clip.height, clip.width
+        expected = (height, width) if self.keep_mask.ndim == 2 else (frames, height, width)
         if tuple(self.keep_mask.shape) != expected:
             raise ConditioningShapeError(
                 f"keep_mask: expected shape {list(expected)} to match the video, "
                 f"got {list(self.keep_mask.shape)}"
             )
-        mask = self.keep_mask.to(device=device)
-        return mask.expand(num_frames, height, width).clone() if mask.ndim == 2 else mask.clone()
+        mask = self.keep_mask.to(device=clip.device)
+        return mask.expand(frames, height, width).clone() if mask.ndim == 2 else mask.clone()
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -278,25 +264,17 @@ class ImageInpainting(TaskSpec):
     def __post_init__(self) -> None:
         object.__setattr__(self, "keep_mask", _as_keep_mask("keep_mask", self.keep_mask, (2,)))
 
-    def pixel_keep_mask(
-        self,
-        *,
-        num_frames: int,
-        height: int,
-        width: int,
-        temporal_factor: int = 4,
-        device: torch.device | str | None = None,
-    ) -> Tensor:
-        if num_frames != 1:
+    def mask_for(self, clip: ClipShape) -> Tensor:
+        if clip.num_frames != 1:
             raise ConditioningShapeError(
-                f"num_frames: image inpainting needs a one-frame clip (F = 1), got {num_frames}"
+                f"num_frames: image inpainting needs a one-frame clip (F = 1), got {clip.num_frames}"
             )
-        if tuple(self.keep_mask.shape) != (height, width):
+        if tuple(self.keep_mask.shape) != (clip.height, clip.width):
             raise ConditioningShapeError(
-                f"keep_mask: expected shape {[height, width]} to match the image, "
+                f"keep_mask: expected shape {[clip.height, clip.width]} to match the image, "
                 f"got {list(self.keep_mask.shape)}"
             )
-        return self.keep_mask.to(device=device)[None].clone()
+        return self.keep_mask.to(device=clip.device)[None].clone()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -324,25 +302,8 @@ class CombinedTask(TaskSpec):
     def label(self) -> str:
         return "+".join(part.label for part in self.parts)
 
-    def pixel_keep_mask(
-        self,
-        *,
-        num_frames: int,
-        height: int,
-        width: int,
-        temporal_factor: int = 4,
-        device: torch.device | str | None = None,
-    ) -> Tensor:
-        masks = [
-            part.pixel_keep_mask(
-                num_frames=num_frames,
-                height=height,
-                width=width,
-                temporal_factor=temporal_factor,
-                device=device,
-            )
-            for part in self.parts
-        ]
+    def mask_for(self, clip: ClipShape) -> Tensor:
+        masks = [part.mask_for(clip) for part in self.parts]
         union = masks[0]
         for mask in masks[1:]:
             union = union | mask
