@@ -15,7 +15,7 @@ from torch import Tensor
 
 from ..masks import AttentionMask, MaskKind, mask_kind
 
-__all__ = ["AttentionBackend", "BackendCapabilities"]
+__all__ = ["AttentionBackend", "BackendCapabilities", "Capabilities"]
 
 
 def dtype_name(dtype: torch.dtype) -> str:
@@ -24,30 +24,69 @@ def dtype_name(dtype: torch.dtype) -> str:
 
 
 @dataclass(frozen=True, kw_only=True)
-class BackendCapabilities:
-    """Declared limits of a backend. `dtypes` maps a device type to the dtypes it runs there."""
+class Capabilities:
+    """What every backend, dense or block-sparse, declares: where it runs and which head dims.
+
+    `dtypes` maps a device key (a device type, or a backend-specific key such as "any") to the
+    dtypes the backend runs there; `head_dims` None means any head dim up to `max_head_dim` (None:
+    no limit) that is a multiple of `head_dim_multiple`.
+    """
 
     dtypes: dict[str, frozenset[torch.dtype]]
-    mask_kinds: frozenset[MaskKind]
-    max_head_dim: int = 1024
+    head_dims: tuple[int, ...] | None = None
     head_dim_multiple: int = 1
-    supports_backward: bool = True
-    cpu_backward: bool = True
-    deterministic: bool = True
+    max_head_dim: int | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     @property
     def devices(self) -> tuple[str, ...]:
         return tuple(self.dtypes)
 
+    def describe_dtypes(self) -> str:
+        return "; ".join(
+            f"{dev}: {', '.join(sorted(dtype_name(d) for d in dts))}" for dev, dts in self.dtypes.items()
+        )
+
+    def describe_head_dims(self) -> str:
+        if self.head_dims is not None:
+            return ", ".join(map(str, self.head_dims))
+        text = "any" if self.max_head_dim is None else f"<= {self.max_head_dim}"
+        return text + (f", multiple of {self.head_dim_multiple}" if self.head_dim_multiple > 1 else "")
+
+    def device_dtype_reasons(self, device: str, dtype: torch.dtype) -> list[str]:
+        """Why tensors of `dtype` on `device` (a key of `dtypes`) cannot run here."""
+        if device not in self.dtypes:
+            return [f"device {device!r} not supported (supports {', '.join(self.devices)})"]
+        if dtype not in self.dtypes[device]:
+            allowed = ", ".join(sorted(dtype_name(d) for d in self.dtypes[device]))
+            return [f"dtype {dtype_name(dtype)} not supported on {device} (supports {allowed})"]
+        return []
+
+    def head_dim_reasons(self, head_dim: int) -> list[str]:
+        if (
+            (self.head_dims is not None and head_dim not in self.head_dims)
+            or head_dim % self.head_dim_multiple
+            or (self.max_head_dim is not None and head_dim > self.max_head_dim)
+        ):
+            return [f"head dim {head_dim} not supported (supports {self.describe_head_dims()})"]
+        return []
+
+
+@dataclass(frozen=True, kw_only=True)
+class BackendCapabilities(Capabilities):
+    """Declared limits of a dense backend: `Capabilities` plus masks, backward and determinism."""
+
+    mask_kinds: frozenset[MaskKind]
+    max_head_dim: int | None = 1024
+    supports_backward: bool = True
+    cpu_backward: bool = True
+    deterministic: bool = True
+
     def describe(self) -> dict[str, str]:
         """A flat, printable summary (used by `print_backends`)."""
         return {
-            "devices/dtypes": "; ".join(
-                f"{dev}: {', '.join(sorted(dtype_name(d) for d in dts))}" for dev, dts in self.dtypes.items()
-            ),
-            "head dims": f"<= {self.max_head_dim}"
-            + (f", multiple of {self.head_dim_multiple}" if self.head_dim_multiple > 1 else ""),
+            "devices/dtypes": self.describe_dtypes(),
+            "head dims": self.describe_head_dims(),
             "masks": ", ".join(k.value for k in MaskKind if k in self.mask_kinds),
             "backward": ("yes" if self.cpu_backward else "GPU only") if self.supports_backward else "no",
             "deterministic": "yes" if self.deterministic else "no",
@@ -71,17 +110,8 @@ class AttentionBackend(abc.ABC):
         caps = self.capabilities
         reasons = list(self.environment_reasons())
         device = q.device.type
-        if device not in caps.dtypes:
-            reasons.append(f"device {device!r} not supported (supports {', '.join(caps.devices)})")
-        elif q.dtype not in caps.dtypes[device]:
-            allowed = ", ".join(sorted(dtype_name(d) for d in caps.dtypes[device]))
-            reasons.append(f"dtype {dtype_name(q.dtype)} not supported on {device} (supports {allowed})")
-        head_dim = q.shape[-1]
-        if head_dim > caps.max_head_dim or head_dim % caps.head_dim_multiple:
-            reasons.append(
-                f"head dim {head_dim} not supported (needs <= {caps.max_head_dim}"
-                + (f" and a multiple of {caps.head_dim_multiple})" if caps.head_dim_multiple > 1 else ")")
-            )
+        reasons += caps.device_dtype_reasons(device, q.dtype)
+        reasons += caps.head_dim_reasons(q.shape[-1])
         kind = mask_kind(mask)
         if kind not in caps.mask_kinds:
             reasons.append(f"mask kind {kind.value!r} not supported (would be dropped)")

@@ -12,14 +12,14 @@ import abc
 import functools
 import importlib
 import importlib.util
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar, Literal, get_args
 
 import torch
 from torch import Tensor
 
 from ..api import BackendUnavailableError
-from ..backends.base import dtype_name
+from ..backends.base import Capabilities
 from .cpp import block_sparse_attention_cpp, cpp_kernel_error
 from .flex import block_sparse_attention_flex, flex_import_error
 from .gather import block_sparse_attention_gather
@@ -60,39 +60,27 @@ class BlockSparseBackendError(BackendUnavailableError):
 
 
 @dataclass(frozen=True, kw_only=True)
-class BlockSparseCapabilities:
-    """Declared limits. `dtypes` maps a device type to the dtypes the backend runs there;
-    `head_dims` None means any; block sizes must be >= `min_block_size` (and powers of two if set)."""
+class BlockSparseCapabilities(Capabilities):
+    """Declared limits: `Capabilities` (devices/dtypes, head dims) plus the devices with a backward
+    pass and the block sizes (>= `min_block_size`, <= `max_block_size`, powers of two if set)."""
 
-    dtypes: dict[str, frozenset[torch.dtype]]
     backward_devices: frozenset[str]
-    head_dims: tuple[int, ...] | None = None
-    head_dim_multiple: int = 1
-    max_head_dim: int | None = None
     min_block_size: int = 1
     max_block_size: int | None = None
     block_size_power_of_two: bool = False
-    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def describe_block_sizes(self) -> str:
+        text = f">= {self.min_block_size}"
+        if self.max_block_size is not None:
+            text += f", <= {self.max_block_size}"
+        return text + (", power of two" if self.block_size_power_of_two else "")
 
     def describe(self) -> dict[str, str]:
         """A flat, printable summary (for `print_backends`)."""
-        if self.head_dims is not None:
-            head_dims = ", ".join(map(str, self.head_dims))
-        else:
-            head_dims = "any" if self.max_head_dim is None else f"<= {self.max_head_dim}"
-            if self.head_dim_multiple > 1:
-                head_dims += f", multiple of {self.head_dim_multiple}"
-        block_sizes = f">= {self.min_block_size}"
-        if self.max_block_size is not None:
-            block_sizes += f", <= {self.max_block_size}"
-        if self.block_size_power_of_two:
-            block_sizes += ", power of two"
         return {
-            "devices/dtypes": "; ".join(
-                f"{dev}: {', '.join(sorted(dtype_name(d) for d in dts))}" for dev, dts in self.dtypes.items()
-            ),
-            "head dims": head_dims,
-            "block sizes": block_sizes,
+            "devices/dtypes": self.describe_dtypes(),
+            "head dims": self.describe_head_dims(),
+            "block sizes": self.describe_block_sizes(),
             "backward": ", ".join(sorted(self.backward_devices)) or "no",
             "notes": "; ".join(self.notes),
         }
@@ -113,27 +101,15 @@ class BlockSparseBackend(abc.ABC):
         caps = self.capabilities
         reasons = list(self.environment_reasons())
         device = self.device_key(problem.device)
-        if device not in caps.dtypes:
-            reasons.append(f"device {device!r} not supported (supports {', '.join(caps.dtypes)})")
-        elif problem.dtype not in caps.dtypes[device]:
-            allowed = ", ".join(sorted(dtype_name(d) for d in caps.dtypes[device]))
-            reasons.append(
-                f"dtype {dtype_name(problem.dtype)} not supported on {device} (supports {allowed})"
-            )
-        d = problem.head_dim
-        if (
-            (caps.head_dims is not None and d not in caps.head_dims)
-            or d % caps.head_dim_multiple
-            or (caps.max_head_dim is not None and d > caps.max_head_dim)
-        ):
-            reasons.append(f"head dim {d} not supported (supports {caps.describe()['head dims']})")
+        reasons += caps.device_dtype_reasons(device, problem.dtype)
+        reasons += caps.head_dim_reasons(problem.head_dim)
         bs = problem.block_size
         if (
             bs < caps.min_block_size
             or (caps.max_block_size is not None and bs > caps.max_block_size)
             or (caps.block_size_power_of_two and bs & (bs - 1))
         ):
-            reasons.append(f"block_size {bs} not supported (supports {caps.describe()['block sizes']})")
+            reasons.append(f"block_size {bs} not supported (supports {caps.describe_block_sizes()})")
         if problem.needs_grad and device in caps.dtypes and device not in caps.backward_devices:
             reasons.append(f"no backward pass on {device}, but an input requires grad")
         reasons.extend(self.extra_reasons(problem))
