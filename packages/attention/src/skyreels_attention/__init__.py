@@ -27,6 +27,7 @@ from .sequence_parallel import (
     ulysses_cross_attention,
 )
 from .status import backend_report, print_backends
+from .value_checks import set_value_checks, value_checks, value_checks_enabled
 
 __all__ = [
     "AUTO_PRIORITY",
@@ -53,7 +54,10 @@ __all__ = [
     "naive_attention",
     "print_backends",
     "select_backend",
+    "set_value_checks",
     "shard_sequence",
     "ulysses_attention",
     "ulysses_cross_attention",
+    "value_checks",
+    "value_checks_enabled",
 ]

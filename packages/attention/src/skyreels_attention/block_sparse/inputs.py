@@ -6,7 +6,8 @@ Shapes (see `index.py` for the index format):
     with nQB = ceil(Lq / block_size) and nKB = ceil(Lk / block_size).
 
 Value checks (index range, counts range, duplicates, valid lengths) need the data, so they cost
-one device-to-host sync; they are skipped while torch.compile traces.
+one device-to-host sync; they are skipped while torch.compile traces or when switched off
+(`skyreels_attention.value_checks`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ..value_checks import value_checks_enabled
 from .index import num_blocks
 
 __all__ = ["BlockSparseInputs", "BlockSparseProblem", "validate_block_sparse_inputs"]
@@ -193,7 +195,7 @@ def validate_block_sparse_inputs(
     elif isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
         raise ValueError(f"scale must be a finite float or None, got {scale!r}")
     n_kv_blocks = num_blocks(lk, block_size)
-    if not torch.compiler.is_compiling():
+    if value_checks_enabled():
         _check_values(block_index, block_counts, kv_valid_lengths, n_kv_blocks, lk)
     problem = BlockSparseProblem(
         batch=q.shape[0],
