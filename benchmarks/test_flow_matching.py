@@ -23,6 +23,7 @@ from skyreels_flow_matching import (
     sample_dpmpp_2m,
     sample_euler,
     sample_heun,
+    sample_unipc,
 )
 
 WIDTH, VIDEO_TOKENS, AUDIO_TOKENS, LAYERS = 256, 1024, 256, 2
@@ -139,6 +140,8 @@ def test_one_solver_step(benchmark, model, tokens, impl, baseline):
         ("euler, 2 steps", False),
         ("dpmpp_2m, 2 steps (2nd multistep)", False),
         ("dpmpp_2m, 2 steps, arithmetic only", False),
+        ("unipc, 2 steps (predictor + corrector)", False),
+        ("unipc, 2 steps, arithmetic only", False),
     ],
 )
 def test_two_solver_steps(benchmark, model, tokens, impl, baseline):
@@ -155,6 +158,8 @@ def test_two_solver_steps(benchmark, model, tokens, impl, baseline):
         "dpmpp_2m, 2 steps, arithmetic only": lambda: sample_dpmpp_2m(
             _cached_fn(velocity), tokens, TWO_STEPS
         ),
+        "unipc, 2 steps (predictor + corrector)": lambda: sample_unipc(_model_fn(model), tokens, TWO_STEPS),
+        "unipc, 2 steps, arithmetic only": lambda: sample_unipc(_cached_fn(velocity), tokens, TWO_STEPS),
     }
     with torch.inference_mode():
         benchmark.pedantic(calls[impl], rounds=ROUNDS, iterations=1, warmup_rounds=1)

@@ -56,6 +56,7 @@ from skyreels_flow_matching.solvers import (
     sample_dpmpp_2m,
     sample_euler,
     sample_heun,
+    sample_unipc,
 )
 from skyreels_flow_matching.timestep_sampling import (
     ShiftConfig,
@@ -113,6 +114,7 @@ __all__ = [
     "sample_euler",
     "sample_heun",
     "sample_training_sigmas",
+    "sample_unipc",
     "shift_sigmas",
     "sigma_to_t",
     "sigma_to_timestep",

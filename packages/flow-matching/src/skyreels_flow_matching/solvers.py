@@ -36,6 +36,7 @@ __all__ = [
     "sample_dpmpp_2m",
     "sample_euler",
     "sample_heun",
+    "sample_unipc",
 ]
 
 State = Tensor | tuple[Tensor, ...]
@@ -49,10 +50,13 @@ class Solver(str, enum.Enum):
     EULER = "euler"
     HEUN = "heun"
     DPMPP_2M = "dpmpp_2m"
+    UNIPC = "unipc"
 
 
-# Global order of accuracy (the error at the endpoint falls like N^-order).
-SOLVER_ORDER: dict[Solver, int] = {Solver.EULER: 1, Solver.HEUN: 2, Solver.DPMPP_2M: 2}
+# Global order of accuracy (the error at the endpoint falls like N^-order). UniPC's corrector adds
+# one order to its predictor's, but its default lower-order final step (as diffusers) caps it at 2;
+# `sample_unipc(..., lower_order_final=False)` reaches order + 1 (measured in the tests).
+SOLVER_ORDER: dict[Solver, int] = {Solver.EULER: 1, Solver.HEUN: 2, Solver.DPMPP_2M: 2, Solver.UNIPC: 2}
 
 
 def sample_euler(
@@ -132,10 +136,120 @@ def sample_dpmpp_2m(
     return x
 
 
+def sample_unipc(
+    model_fn: VelocityFn,
+    x: State,
+    sigmas: Tensor,
+    *,
+    order: int = 2,
+    lower_order_final: bool = True,
+    callback: StepCallback | None = None,
+) -> State:
+    """UniPC (Zhao et al. 2023, arXiv 2302.04867) in flow form, B(h) = e^h - 1 ("bh2"), data prediction.
+
+    Each step predicts with UniP of order ``order`` from the last data predictions
+    ``D = x - σ·u`` (exponential integrator in ``λ = log((1-σ)/σ)``, like DPM-Solver++), then, once
+    the model has been evaluated at the predicted point, the next step first corrects that point
+    with UniC using this new evaluation: one evaluation per step, and the corrector raises the
+    order by one. Warm-up steps use lower orders; points at σ = 1 (λ = -∞) are not used as
+    history. The last step is never corrected (no evaluation follows it), so the global order is
+    ``order + 1`` only without ``lower_order_final`` and on grids where the last step is small; with
+    it (the default, as diffusers) the last ``order - 1`` steps drop to lower orders, which is
+    more stable on grids that end at σ = 0 but makes the global order 2. Matches diffusers'
+    ``UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True,
+    solver_type="bh2", solver_order=order)`` on its grid (the scheduler Wan's pipelines use).
+
+    Args:
+        order: the predictor's order, 1 to 3 (diffusers' ``solver_order``; default 2).
+        lower_order_final: lower the order of the last steps (diffusers' default, True).
+    """
+    if isinstance(order, bool) or order not in (1, 2, 3):
+        raise ValueError(f"order must be 1, 2 or 3, got {order!r}")
+    values, _ = _check_grid(sigmas)
+    _check_state(x, "x")
+    lambdas = [_log_snr_or_inf(v) for v in values]
+    num_steps = len(values) - 1
+    history: list[State] = []  # data predictions at grid points ..., i-1, i (newest last)
+    last_x: State | None = None
+    last_order = 0
+    for i in range(num_steps):
+        u = _evaluate(model_fn, x, values[i])
+        data = _add_scaled(x, -values[i], u)
+        if last_x is not None:  # UniC: correct the point reached by the last prediction
+            x = _unipc_update(last_x, history, i - 1, i, last_order, values, lambdas, corrector=data)
+        history = [*history[-(order - 1) :], data] if order > 1 else [data]
+        # Warm-up, lower order for the final steps, and no history point at σ = 1.
+        finite = sum(1 for j in range(i - len(history) + 1, i + 1) if math.isfinite(lambdas[j]))
+        remaining = num_steps - i if lower_order_final else order
+        this_order = max(1, min(order, remaining, len(history), finite))
+        last_x, last_order = x, this_order
+        x = _unipc_update(x, history, i, i + 1, this_order, values, lambdas)
+        if callback is not None:
+            callback(i, values[i + 1], x)
+    return x
+
+
+def _unipc_update(
+    x: State,
+    history: list[State],
+    s0: int,
+    t: int,
+    order: int,
+    values: list[float],
+    lambdas: list[float],
+    corrector: State | None = None,
+) -> State:
+    """One UniP step from grid point s0 to t (``corrector`` None), or the UniC correction of the
+    point at t reached from ``x`` at s0, given the data prediction ``corrector`` made at t.
+    ``history[-1]`` is the data prediction at s0, ``history[-1-k]`` the one at s0 - k."""
+    sigma_s0, sigma_t = values[s0], values[t]
+    alpha_t = 1.0 - sigma_t
+    h = lambdas[t] - lambdas[s0]  # > 0, infinite when leaving σ = 1 or reaching σ = 0
+    hh = -h
+    h_phi_1 = math.expm1(hh)
+    b_h = h_phi_1  # "bh2": B(h) = e^h - 1 (in -h for the data prediction)
+    m0 = history[-1]
+    rks: list[float] = []
+    differences: list[State] = []
+    for k in range(1, order):
+        rk = (lambdas[s0 - k] - lambdas[s0]) / h
+        rks.append(rk)
+        differences.append(_combine(1.0 / rk, history[-1 - k], -1.0 / rk, m0))
+    rks.append(1.0)
+    # The order conditions R·ρ = b of UniC (UniP uses the leading block).
+    matrix, rhs = [], []
+    h_phi_k = h_phi_1 / hh - 1.0  # hh = -inf gives -1: the limits are taken by float arithmetic
+    factorial = 1
+    for k in range(1, order + 1):
+        matrix.append([r ** (k - 1) for r in rks])
+        rhs.append(h_phi_k * factorial / b_h)
+        factorial *= k + 1
+        h_phi_k = h_phi_k / hh - 1.0 / factorial
+    base = _combine(sigma_t / sigma_s0, x, -alpha_t * h_phi_1, m0)
+    if corrector is None:
+        if not differences:
+            return base
+        rhos = [0.5] if order == 2 else _solve(matrix[:-1], rhs[:-1], order - 1)
+        terms = differences
+    else:
+        rhos = [0.5] if order == 1 else _solve(matrix, rhs, order)
+        terms = [*differences, _combine(1.0, corrector, -1.0, m0)]
+    for rho, term in zip(rhos, terms):
+        base = _combine(1.0, base, -alpha_t * b_h * rho, term)
+    return base
+
+
+def _solve(matrix: list[list[float]], rhs: list[float], size: int) -> list[float]:
+    """Solve the leading ``size x size`` system in float64."""
+    a = torch.tensor([row[:size] for row in matrix[:size]], dtype=torch.float64)
+    return torch.linalg.solve(a, torch.tensor(rhs[:size], dtype=torch.float64)).tolist()
+
+
 _SOLVERS: dict[Solver, Callable[..., State]] = {
     Solver.EULER: sample_euler,
     Solver.HEUN: sample_heun,
     Solver.DPMPP_2M: sample_dpmpp_2m,
+    Solver.UNIPC: sample_unipc,
 }
 
 
@@ -167,6 +281,15 @@ def num_model_evaluations(solver: Solver, sigmas: Tensor) -> int:
 def _log_snr(sigma: float) -> float:
     """λ = log(α/σ) with α = 1 - σ (finite for 0 < σ < 1)."""
     return math.log(1.0 - sigma) - math.log(sigma)
+
+
+def _log_snr_or_inf(sigma: float) -> float:
+    """λ on [0, 1]: -inf at σ = 1 (pure noise), +inf at σ = 0 (data)."""
+    if sigma >= 1.0:
+        return -math.inf
+    if sigma <= 0.0:
+        return math.inf
+    return _log_snr(sigma)
 
 
 def _check_grid(sigmas: Tensor) -> tuple[list[float], list[float]]:
