@@ -232,3 +232,39 @@ def test_bad_inputs_raise():
         JointFlowMatchingConfig(timestep_sharing="shared")
     with pytest.raises(TypeError, match="config must be a JointFlowMatchingConfig"):
         JointFlowMatching(TimestepSamplerConfig())
+
+
+def test_shared_token_shift_needs_the_video_count_when_video_is_present():
+    video, audio = _latents()
+    sampler = TimestepSamplerConfig(
+        shift=ShiftConfig(rule=ShiftRule.TOKEN_SQRT, shift=2.0, base_num_tokens=100)
+    )
+    objective = JointFlowMatching(JointFlowMatchingConfig(sampler=sampler))
+    with pytest.raises(ValueError, match="video_num_tokens: the shift rule 'token_sqrt' with a shared"):
+        objective.noise(video, audio, generator=torch.Generator().manual_seed(0), audio_num_tokens=25)
+    # audio-only batches use the audio count
+    noised = objective.noise(None, audio, generator=torch.Generator().manual_seed(0), audio_num_tokens=25)
+    expected = sample_training_sigmas(4, sampler, generator=torch.Generator().manual_seed(0), num_tokens=25)
+    assert torch.equal(noised.audio.sigma, expected)
+
+
+def test_masks_with_values_other_than_0_and_1_or_negative_weights_raise():
+    with pytest.raises(ValueError, match=r"condition_mask: expected only 0 and 1, got values \[0, 255\]"):
+        loss_mask_from_condition_mask(torch.tensor([0, 255], dtype=torch.uint8))
+    with pytest.raises(ValueError, match="valid_mask: expected only 0 and 1"):
+        loss_mask_from_condition_mask(torch.tensor([0.0, 1.0]), valid_mask=torch.tensor([0.5, 1.0]))
+    p, t = torch.zeros(1, 2), torch.ones(1, 2)
+    for bad in (torch.tensor([[1.0, -1.0]]), torch.tensor([[1.0, float("nan")]])):
+        with pytest.raises(ValueError, match="loss_mask: expected finite non-negative weights"):
+            masked_mse(p, t, bad)
+    assert masked_mse(p, t, torch.tensor([[2.0, 0.0]])).item() == pytest.approx(1.0)
+
+
+def test_noising_keeps_bf16_latents_in_bf16():
+    x0 = torch.randn(2, 3, 4).to(torch.bfloat16)
+    noised = noise_latents(x0, torch.tensor([0.3, 0.8]), generator=torch.Generator().manual_seed(0))
+    assert noised.noisy.dtype == noised.target.dtype == torch.bfloat16
+    want = (1 - torch.tensor([0.3, 0.8]).view(2, 1, 1)) * x0.float() + torch.tensor([0.3, 0.8]).view(
+        2, 1, 1
+    ) * (noised.target.float() + x0.float())
+    torch.testing.assert_close(noised.noisy.float(), want, rtol=2e-2, atol=2e-2)

@@ -183,6 +183,9 @@ def test_unipc_from_pure_noise_to_data_and_bad_order(velocity_fn):
         out = sample_unipc(problem.velocity, noise, sigmas, order=order)
         assert torch.isfinite(out).all()
         assert (out - exact).abs().max() < bound, order
+    for order in (2, 3):  # without lower_order_final the step into σ = 0 must still be first order
+        out = sample_unipc(problem.velocity, noise, sigmas, order=order, lower_order_final=False)
+        assert torch.isfinite(out).all() and (out - exact).abs().max() < 0.05
     with pytest.raises(ValueError, match="order must be 1, 2 or 3, got 4"):
         sample_unipc(velocity_fn, noise, sigmas, order=4)
 

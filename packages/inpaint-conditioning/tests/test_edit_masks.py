@@ -51,3 +51,17 @@ def test_edit_mask_errors() -> None:
     # With kind=None a one-frame clip never gets a temporal span.
     for _ in range(20):
         assert random_edit_mask(num_frames=1, height=16, width=16, generator=g).shape == (1, 16, 16)
+
+
+@pytest.mark.parametrize("num_frames", [5, 9, 17])
+def test_temporal_spans_always_keep_a_latent_frame(num_frames: int) -> None:
+    """Unaligned spans must not leave only part of every latent group kept (M would be all 0,
+    turning an editing sample into text-to-video); seed 7 at F = 17 once kept only frame 16."""
+    from skyreels_inpaint_conditioning import reduce_pixel_mask_to_latent
+
+    for seed in range(400):
+        g = torch.Generator().manual_seed(seed)
+        keep = random_edit_mask(num_frames=num_frames, height=8, width=8, generator=g, kind="temporal_span")
+        latent = reduce_pixel_mask_to_latent(keep[None, None])
+        assert latent.any(), f"seed {seed}: kept frames {keep.flatten(1).all(1).nonzero().flatten().tolist()}"
+        assert not keep.all()

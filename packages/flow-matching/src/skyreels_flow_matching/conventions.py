@@ -102,11 +102,14 @@ def add_noise(x0: Tensor, noise: Tensor, sigma: SigmaLike) -> Tensor:
         noise: ε, same shape as ``x0``.
         sigma: noise level, a float or ``[B]``.
     Returns:
-        ``x_σ`` with the shape of ``x0``.
+        ``x_σ`` with the shape and dtype of ``x0``.
     """
     if noise.shape != x0.shape:
         raise ValueError(f"noise must have the shape of x0 {list(x0.shape)}, got {list(noise.shape)}")
+    # σ in x0's dtype: a float32 σ would otherwise promote bf16 latents to float32.
     s = broadcast_sigma(sigma, x0)
+    if isinstance(s, Tensor):
+        s = s.to(x0.dtype)
     return (1.0 - s) * x0 + s * noise
 
 

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from skyreels_flow_matching.conventions import add_noise, velocity_target
-from skyreels_flow_matching.timestep_sampling import TimestepSamplerConfig, sample_training_sigmas
+from skyreels_flow_matching.timestep_sampling import ShiftRule, TimestepSamplerConfig, sample_training_sigmas
 
 __all__ = [
     "JointFlowMatching",
@@ -123,8 +123,12 @@ def noise_latents(
 def loss_mask_from_condition_mask(condition_mask: Tensor, *, valid_mask: Tensor | None = None) -> Tensor:
     """Loss mask (1 = counted) from a condition mask (1 = condition, 0 = generate; eq. 7).
 
-    ``valid_mask`` (1 = real token, 0 = padding) must broadcast against ``condition_mask``.
+    ``valid_mask`` (1 = real token, 0 = padding) must broadcast against ``condition_mask``. Both
+    must hold only 0 and 1 (checked with one host sync, skipped while torch.compile traces).
     """
+    for name, mask in (("condition_mask", condition_mask), ("valid_mask", valid_mask)):
+        if mask is not None and not torch.compiler.is_compiling() and bool(((mask != 0) & (mask != 1)).any()):
+            raise ValueError(f"{name}: expected only 0 and 1, got values {mask.unique()[:8].tolist()}")
     loss_mask = 1.0 - condition_mask.to(torch.float32)
     if valid_mask is not None:
         loss_mask = loss_mask * valid_mask.to(torch.float32)
@@ -159,6 +163,8 @@ def masked_mse(prediction: Tensor, target: Tensor, loss_mask: Tensor | None = No
             f"{list(prediction.shape)}, got {list(loss_mask.shape)}"
         )
     mask = loss_mask.to(device=prediction.device, dtype=torch.float32)
+    if not torch.compiler.is_compiling() and bool((~torch.isfinite(mask) | (mask < 0)).any()):
+        raise ValueError("loss_mask: expected finite non-negative weights, got negative, inf or NaN entries")
     # Elements a size-1 mask dim stands for: the count is over the broadcast mask.
     repeats = 1
     for m, p in zip(mask.shape, prediction.shape):
@@ -285,6 +291,19 @@ class JointFlowMatching:
             raise ValueError(
                 f"video_latents and audio_latents must share the batch size, got {batch_size} and "
                 f"{audio_latents.shape[0]}"
+            )
+        shared = self.config.timestep_sharing is TimestepSharing.SHARED
+        if (
+            shared
+            and video_latents is not None
+            and video_num_tokens is None
+            and self.config.sampler.shift.rule is not ShiftRule.FIXED
+        ):
+            # The shared σ follows the video's token count; the audio count is only for audio-only
+            # batches, so falling back to it here would silently pick the wrong shift.
+            raise ValueError(
+                f"video_num_tokens: the shift rule {self.config.sampler.shift.rule.value!r} with a shared "
+                "σ needs the video token count when the batch has video, got None"
             )
         video_sigma, audio_sigma = self.sample_sigmas(
             batch_size,

@@ -152,8 +152,9 @@ def sample_unipc(
     the model has been evaluated at the predicted point, the next step first corrects that point
     with UniC using this new evaluation: one evaluation per step, and the corrector raises the
     order by one. Warm-up steps use lower orders; points at σ = 1 (λ = -∞) are not used as
-    history. The last step is never corrected (no evaluation follows it), so the global order is
-    ``order + 1`` only without ``lower_order_final`` and on grids where the last step is small; with
+    history, and a step into σ = 0 (λ = +∞) is always first order. The last step is never
+    corrected (no evaluation follows it), so the global order is ``order + 1`` only without
+    ``lower_order_final`` and on grids where the last step is small; with
     it (the default, as diffusers) the last ``order - 1`` steps drop to lower orders, which is
     more stable on grids that end at σ = 0 but makes the global order 2. Matches diffusers'
     ``UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True,
@@ -182,6 +183,8 @@ def sample_unipc(
         finite = sum(1 for j in range(i - len(history) + 1, i + 1) if math.isfinite(lambdas[j]))
         remaining = num_steps - i if lower_order_final else order
         this_order = max(1, min(order, remaining, len(history), finite))
+        if not math.isfinite(lambdas[i + 1]):
+            this_order = 1  # into σ = 0 (λ = +∞) only the first-order step is defined, as DPM++(2M)
         last_x, last_order = x, this_order
         x = _unipc_update(x, history, i, i + 1, this_order, values, lambdas)
         if callback is not None:

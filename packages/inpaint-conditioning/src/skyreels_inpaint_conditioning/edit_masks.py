@@ -146,9 +146,15 @@ def random_moving_box_mask(
 
 
 def random_temporal_span_mask(
-    *, num_frames: int, height: int, width: int, generator: torch.Generator
+    *, num_frames: int, height: int, width: int, generator: torch.Generator, temporal_factor: int = 4
 ) -> Tensor:
-    """A contiguous span of whole frames to generate; at least one frame stays kept (needs F >= 2)."""
+    """A contiguous span of whole frames to generate (needs F >= 2).
+
+    What stays kept always covers a whole latent frame of a causal VAE with ``temporal_factor``
+    (frame 0 alone, or an aligned group of ``temporal_factor`` frames): otherwise the latent mask M
+    would be all zero and the "editing" sample would silently be text-to-video. A span that starts
+    at frame 0 and leaves no whole group at the end is moved to start at a random later frame.
+    """
     _check_size(num_frames, height, width)
     if num_frames < 2:
         raise TaskParameterError(
@@ -156,6 +162,12 @@ def random_temporal_span_mask(
         )
     length = _randint(generator, 1, num_frames - 1)
     start = _randint(generator, 0, num_frames - length)
+    end = start + length
+    # Kept suffix [end, F) holds the whole group [4j-3, 4j] for some j >= 1 iff its first such
+    # group starts at or after `end` and ends before F.
+    first_group = max(1, -(-(end + temporal_factor - 1) // temporal_factor))
+    if start == 0 and first_group * temporal_factor > num_frames - 1:
+        start = _randint(generator, 1, num_frames - length)  # frame 0 (latent frame 0) stays kept
     keep = torch.ones(num_frames, height, width, dtype=torch.bool)
     keep[start : start + length] = False
     return keep
