@@ -33,8 +33,14 @@ def test_windows_tile_the_clip_with_exact_overlaps():
         assert windows[0][0] == 0 and windows[-1][1] == n
         assert all(b[0] == a[1] - 3 for a, b in itertools.pairwise(windows))
         assert all(3 < e - s <= 9 for s, e in windows[1:])
-    with pytest.raises(ValueError, match="overlap_latents: expected fewer than chunk_latents=4"):
+    with pytest.raises(
+        ValueError, match=r"overlap_latents: expected at most chunk_latents // 2 = 2 .* got 4"
+    ):
         chunk_windows(10, chunk_latents=4, overlap_latents=4)
+    with pytest.raises(
+        ValueError, match=r"overlap_latents: expected at most chunk_latents // 2 = 5 .* got 6"
+    ):
+        chunk_windows(40, chunk_latents=10, overlap_latents=6)  # three windows would overlap
 
 
 def test_receptive_radius_bounds_the_influence_of_a_perturbation(random_micro_vae):
@@ -108,8 +114,8 @@ def test_wide_overlap_makes_blend_centres_exact(random_micro_vae):
     z = torch.randn(1, 4, 60)
     with torch.no_grad():
         whole = model.decode(z)
-        chunked = chunked_decode(model, z, chunk_latents=2 * radius + 12, overlap_latents=2 * radius + 2)
-    for start, _ in chunk_windows(60, chunk_latents=2 * radius + 12, overlap_latents=2 * radius + 2)[1:]:
+        chunked = chunked_decode(model, z, chunk_latents=4 * radius + 4, overlap_latents=2 * radius + 2)
+    for start, _ in chunk_windows(60, chunk_latents=4 * radius + 4, overlap_latents=2 * radius + 2)[1:]:
         centre = slice((start + radius) * HOP, (start + radius + 2) * HOP)
         torch.testing.assert_close(
             chunked[..., centre], whole[..., centre], rtol=0, atol=1e-5 * whole.abs().max()
@@ -142,3 +148,17 @@ def test_peak_activation_does_not_grow_with_clip_length(random_micro_vae):
     assert (
         peaks[(48, "chunked")] == peaks[(24, "chunked")] == 4 * 16 * HOP
     )  # [1, 4 ch, 16 latents * hop] (first encoder stage)
+
+
+@pytest.mark.parametrize(("chunk", "overlap"), [(10, 5), (10, 3), (9, 4), (16, 6), (4, 2), (7, 0)])
+def test_crossfade_weights_sum_to_one_for_every_allowed_overlap(chunk, overlap):
+    """Overlap-adding the identity on ones gives exactly ones (within rounding) for any clip length."""
+    from skyreels_audio_vae.chunked import _overlap_add
+
+    for num in (chunk - 1, chunk, chunk + 1, 3 * chunk + 2, 47):
+        ones = torch.ones(1, 1, num * 3, dtype=torch.float64)
+        out = _overlap_add(
+            lambda x: x, ones, num_latents=num, in_per_latent=3, out_per_latent=3,
+            chunk_latents=chunk, overlap_latents=overlap,
+        )  # fmt: skip
+        torch.testing.assert_close(out, ones, rtol=0, atol=1e-12)

@@ -82,3 +82,19 @@ def test_mel_loss_zero_for_identical_positive_otherwise_and_log_scaled():
         MelLossConfig(n_ffts=(1024,), n_mels=(64, 32))
     with pytest.raises(ValueError, match="prediction/target"):
         mel(y, y[..., :4096])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"log_floor": 0.0}, "log_floor: expected a positive finite float"),
+        ({"log_floor": -1.0}, "log_floor: expected a positive finite float"),
+        ({"n_ffts": (256, 0), "n_mels": (16, 8)}, "n_ffts: expected positive ints"),
+        ({"n_ffts": (256,), "n_mels": (16.5,)}, "n_mels: expected positive ints"),
+    ],
+)
+def test_bad_mel_loss_configs_raise(kwargs, match):
+    from skyreels_audio_vae import MelLossConfig
+
+    with pytest.raises(ValueError, match=match):
+        MelLossConfig(**kwargs)

@@ -58,6 +58,6 @@ def test_evaluate_command_reports_per_kind_and_chunking_agrees(tmp_path, capsys)
     assert result["all"]["si_snr_db"] == pytest.approx(
         (result["speech"]["si_snr_db"] + result["tone"]["si_snr_db"]) / 2
     )
-    chunked = evaluate_weights(tmp_path / "weights", data, chunk_latents=12, overlap_latents=8)
+    chunked = evaluate_weights(tmp_path / "weights", data, chunk_latents=16, overlap_latents=8)
     for kind in ("speech", "tone"):
         assert chunked[kind]["mel_distance"] == pytest.approx(result[kind]["mel_distance"], rel=0.05)

@@ -49,9 +49,12 @@ def chunk_windows(num_latents: int, *, chunk_latents: int, overlap_latents: int)
     ):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"{name}: expected an int >= {low}, got {value!r}")
-    if overlap_latents >= chunk_latents:
+    if 2 * overlap_latents > chunk_latents:
+        # With more than half a chunk of overlap three windows cover some latents and the
+        # crossfade no longer sums to 1 there.
         raise ValueError(
-            f"overlap_latents: expected fewer than chunk_latents={chunk_latents}, got {overlap_latents}"
+            f"overlap_latents: expected at most chunk_latents // 2 = {chunk_latents // 2} (only two "
+            f"chunks may overlap for the crossfade to sum to 1), got {overlap_latents}"
         )
     step = chunk_latents - overlap_latents
     windows = []

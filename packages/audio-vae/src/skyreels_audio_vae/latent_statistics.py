@@ -29,7 +29,8 @@ class LatentStatistics:
             raise ValueError(
                 f"latents: expected [B, {self.mean.shape[0]}, L], got {tuple(latents_BCL.shape)}"
             )
-        x = latents_BCL.detach().to(torch.float64).transpose(0, 1).reshape(self.mean.shape[0], -1)
+        # Statistics live on the CPU in float64 whatever device the latents come from.
+        x = latents_BCL.detach().to("cpu", torch.float64).transpose(0, 1).reshape(self.mean.shape[0], -1)
         n_b = x.shape[1]
         if n_b == 0:
             return

@@ -15,6 +15,7 @@ over scales of ``mean | log10 mel(y) - log10 mel(x) |`` (``mel.py``; log floor 1
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -138,6 +139,13 @@ class MelLossConfig:
             )
         if self.scale not in ("slaney", "htk"):
             raise ValueError(f"scale: expected 'slaney' or 'htk', got {self.scale!r}")
+        for name, values in (("n_ffts", self.n_ffts), ("n_mels", self.n_mels)):
+            if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
+                raise ValueError(f"{name}: expected positive ints, got {values!r}")
+        if not (isinstance(self.log_floor, (int, float)) and 0.0 < self.log_floor < math.inf):
+            raise ValueError(
+                f"log_floor: expected a positive finite float (log of 0 is -inf), got {self.log_floor!r}"
+            )
 
 
 class MultiScaleMelLoss(nn.Module):
