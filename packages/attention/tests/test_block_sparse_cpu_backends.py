@@ -253,3 +253,39 @@ def test_without_the_cpp_kernel_fp32_goes_to_gather(monkeypatch):
     assert AUTO_PRIORITY["cpu"] == ("cpp", "gather", "torch")
     assert resolve_block_sparse_backend(problem, None).name == "gather"
     assert get_block_sparse_backend("cpp").not_supported_reasons(problem) == ["no C++ compiler (test)"]
+
+
+@needs_cpp
+def test_expanded_inputs_are_copied_not_misread():
+    """A view broadcast along L (token stride 0 < D) is not a valid BLAS matrix: it must be copied."""
+    q, k, v, index, counts, _ = _case(2, 2, 130, 130, 16, 32, seed=9)
+    with torch.no_grad():
+        k_row = k.detach()[:, :1].expand_as(k)
+        v_row = v.detach()[:, :1].expand_as(v)
+        q_row = q.detach()[:, :1].expand_as(q)
+        assert k_row.stride(1) == 0
+        for args in ((q, k_row, v_row), (q_row, k, v)):
+            got = _run("cpp", *args, index, counts, 32, None)
+            want = _reference(*(a.contiguous() for a in args), index, counts, 32, None)
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=5e-6)
+
+
+@needs_cpp
+def test_the_raw_ops_check_shapes_instead_of_reading_out_of_bounds():
+    """The registered torch ops are public: mismatched shapes raise instead of crashing."""
+    assert cpp.cpp_kernel_error() is None
+    q, k = torch.randn(4, 64, 2, 16), torch.randn(1, 64, 2, 16)
+    index = torch.zeros(4, 2, 1, 1, dtype=torch.int32)
+    counts = torch.ones(4, 2, 1, dtype=torch.int32)
+    valid = torch.full((4,), 64, dtype=torch.int32)
+    ops = torch.ops.skyreels_block_sparse_cpu
+    with pytest.raises(RuntimeError, match="k/v must be"):
+        ops.forward(q, k, k, index, counts, valid, 64, 0.25)
+    with pytest.raises(RuntimeError, match="block_index must be"):
+        ops.forward(q, q, q, index[:1], counts, valid, 64, 0.25)
+    out, lse = ops.forward(q, q, q, index, counts, valid, 64, 0.25)
+    delta = torch.zeros_like(lse)
+    with pytest.raises(RuntimeError, match="lse and delta must be"):
+        ops.backward(out, q, q, q, lse[:1], delta, index, counts, index, counts, valid, 64, 0.25)
+    with pytest.raises(RuntimeError, match="grad_out must have q's shape"):
+        ops.backward(out[:1], q, q, q, lse, delta, index, counts, index, counts, valid, 64, 0.25)

@@ -69,3 +69,32 @@ def test_environment_variable_switches_it_off():
     env = {"SKYREELS_ATTENTION_VALUE_CHECKS": "0", "PATH": ""}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_the_dense_api_checks_block_mask_values_like_the_block_sparse_op():
+    from skyreels_attention import BlockMask
+
+    q = torch.randn(2, 100, 1, 8)
+    good = {"block_index": torch.tensor([[[[0, -1], [1, 0]]]] * 2, dtype=torch.int32)}
+    counts = torch.tensor([[[1, 2]]] * 2, dtype=torch.int32)
+    attention(q, q, q, mask=BlockMask(good["block_index"], counts), backend="sdpa")  # valid
+    bad_cases = {
+        "index == nKB": (torch.tensor([[[[2, -1], [1, 0]]]] * 2, dtype=torch.int32), counts, None),
+        "-1 inside the count": (torch.tensor([[[[0, -1], [-1, 0]]]] * 2, dtype=torch.int32), counts, None),
+        "count > width": (good["block_index"], torch.tensor([[[1, 3]]] * 2, dtype=torch.int32), None),
+        "valid length > Lk": (good["block_index"], counts, torch.tensor([100, 101])),
+    }
+    for name, (index, cnt, valid) in bad_cases.items():
+        with pytest.raises(ValueError):
+            attention(q, q, q, mask=BlockMask(index, cnt, kv_valid_lengths=valid), backend="sdpa")
+        with value_checks(False):  # switched off: not read (no error, no sync)
+            if name != "index == nKB":
+                attention(q, q, q, mask=BlockMask(index, cnt, kv_valid_lengths=valid), backend="sdpa")
+    with pytest.raises(
+        ValueError, match=r"BlockMask.kv_valid_lengths: expected shape \[B\] = \[2\], got \[1\]"
+    ):
+        attention(q, q, q, mask=BlockMask(good["block_index"], counts, kv_valid_lengths=torch.tensor([5])))
+    with pytest.raises(ValueError, match=r"BlockMask\.block_size: expected a positive int, got 0"):
+        BlockMask(good["block_index"], counts, block_size=0)
+    with pytest.raises(TypeError, match=r"BlockMask\.block_counts: expected an integer tensor"):
+        BlockMask(good["block_index"], counts.float())

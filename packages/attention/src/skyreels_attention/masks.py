@@ -132,6 +132,23 @@ class BlockMask:
     block_size: int = 64
     kv_valid_lengths: Tensor | None = None
 
+    def __post_init__(self) -> None:
+        bs = self.block_size
+        if isinstance(bs, bool) or not isinstance(bs, int) or bs < 1:
+            raise ValueError(f"BlockMask.block_size: expected a positive int, got {bs!r}")
+        for name in ("block_index", "block_counts", "kv_valid_lengths"):
+            value = getattr(self, name)
+            if value is None and name == "kv_valid_lengths":
+                continue
+            if (
+                not isinstance(value, Tensor)
+                or value.is_floating_point()
+                or value.is_complex()
+                or (value.dtype == torch.bool)
+            ):
+                got = f"{type(value).__name__} {getattr(value, 'dtype', '')}"
+                raise TypeError(f"BlockMask.{name}: expected an integer tensor, got {got}")
+
     @property
     def kind(self) -> MaskKind:
         return MaskKind.BLOCK
@@ -149,6 +166,17 @@ class BlockMask:
                 f"BlockMask.block_counts: expected shape {list(expected)}, "
                 f"got {list(self.block_counts.shape)}"
             )
+        valid = self.kv_valid_lengths
+        if valid is not None and tuple(valid.shape) != (batch,):
+            raise ValueError(
+                f"BlockMask.kv_valid_lengths: expected shape [B] = [{batch}], got {list(valid.shape)}"
+            )
+        if value_checks_enabled():
+            # The block-sparse op's own value checks (ranges, -1 inside the count, duplicates), so
+            # a pattern means the same on every backend. Imported here: block_sparse imports us.
+            from .block_sparse.inputs import check_block_values
+
+            check_block_values(self.block_index, self.block_counts, valid, -(-lk // self.block_size), lk)
 
     def to_dense(self, batch: int, heads: int, lq: int, lk: int, device: torch.device) -> Tensor:
         bs = self.block_size

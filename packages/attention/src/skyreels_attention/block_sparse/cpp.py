@@ -163,7 +163,9 @@ def block_sparse_attention_cpp(
     error = cpp_kernel_error()
     if error is not None:
         raise RuntimeError(f"the cpp block-sparse kernel is unavailable: {error}")
-    q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
+    # BLAS reads each head's [L, D] rows with leading dimension stride(1): it must be >= D (an
+    # `expand`ed or overlapping view has 0 or less) and the last dim must be contiguous.
+    q, k, v = (t if t.stride(-1) == 1 and t.stride(1) >= t.shape[-1] else t.contiguous() for t in (q, k, v))
     if kv_valid_lengths is None:
         kv_valid = torch.full((q.shape[0],), k.shape[1], dtype=torch.int32)
     else:

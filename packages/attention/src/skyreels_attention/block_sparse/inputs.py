@@ -21,7 +21,7 @@ from torch import Tensor
 from ..value_checks import value_checks_enabled
 from .index import num_blocks
 
-__all__ = ["BlockSparseInputs", "BlockSparseProblem", "validate_block_sparse_inputs"]
+__all__ = ["BlockSparseInputs", "BlockSparseProblem", "check_block_values", "validate_block_sparse_inputs"]
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _INDEX_DTYPES = (torch.int32, torch.int64)
@@ -126,10 +126,11 @@ def _check_valid_lengths(kv_valid_lengths: Tensor, q: Tensor) -> None:
         raise ValueError(f"kv_valid_lengths must be on q's device {q.device}, got {kv_valid_lengths.device}")
 
 
-def _check_values(
+def check_block_values(
     block_index: Tensor, block_counts: Tensor, kv_valid_lengths: Tensor | None, n_kv_blocks: int, lk: int
 ) -> None:
-    """All data checks with one host sync; details are computed only when a check fails."""
+    """All data checks of a block pattern with one host sync; details are computed only when a
+    check fails. Shared by `block_sparse_attention` and the dense API's `BlockMask`."""
     width = block_index.shape[-1]
     slots = torch.arange(width, device=block_index.device)
     in_count = slots < block_counts[..., None]
@@ -196,7 +197,7 @@ def validate_block_sparse_inputs(
         raise ValueError(f"scale must be a finite float or None, got {scale!r}")
     n_kv_blocks = num_blocks(lk, block_size)
     if value_checks_enabled():
-        _check_values(block_index, block_counts, kv_valid_lengths, n_kv_blocks, lk)
+        check_block_values(block_index, block_counts, kv_valid_lengths, n_kv_blocks, lk)
     problem = BlockSparseProblem(
         batch=q.shape[0],
         heads=q.shape[2],

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from ..api import attention, get_backend
 from ..masks import KeyPaddingMask
+from ..value_checks import value_checks_enabled
 from .collectives import all_gather, all_to_all, check_group
 
 __all__ = [
@@ -141,7 +142,8 @@ def _validate(
                 f"{type(replicated_mask).__name__} (dense masks over the joint sequence are not supported)"
             )
         lengths = replicated_mask.valid_lengths
-        if tuple(lengths.shape) != (B,) or bool(((lengths < 0) | (lengths > rk.shape[1])).any()):
+        out_of_range = value_checks_enabled() and bool(((lengths < 0) | (lengths > rk.shape[1])).any())
+        if tuple(lengths.shape) != (B,) or out_of_range:
             raise ValueError(
                 f"replicated_mask.valid_lengths: expected {B} values in [0, Lt={rk.shape[1]}], "
                 f"got {lengths.tolist()}"

@@ -154,7 +154,28 @@ struct Rows {
 void check_qkv(const at::Tensor& t, const char* name) {
   TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == at::kFloat, name, " must be a float32 CPU tensor");
   TORCH_CHECK(t.dim() == 4 && t.stride(3) == 1, name, " must be [B, L, H, D] with a contiguous last dim");
+  // BLAS needs a leading dimension of at least D (an expanded view has token stride 0).
+  TORCH_CHECK(t.size(1) == 1 || t.stride(1) >= t.size(3), name, ": token stride ", t.stride(1),
+              " is smaller than the head dim ", t.size(3), " (make it contiguous)");
   TORCH_CHECK(t.stride(1) <= std::numeric_limits<int>::max(), name, ": token stride too large for BLAS");
+}
+
+// q, k, v, the index tables and kv_valid agree in shape: the kernels index memory with them.
+void check_shapes(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& index,
+                  const at::Tensor& counts, const at::Tensor& kv_valid, int64_t block_size) {
+  TORCH_CHECK(block_size >= 1, "block_size must be positive, got ", block_size);
+  TORCH_CHECK(k.sizes() == v.sizes(), "k and v must have the same shape, got ", k.sizes(), " and ", v.sizes());
+  TORCH_CHECK(k.size(0) == q.size(0) && k.size(2) == q.size(2) && k.size(3) == q.size(3),
+              "k/v must be [B, Lk, H, D] matching q ", q.sizes(), ", got ", k.sizes());
+  const int64_t n_q_blocks = (q.size(1) + block_size - 1) / block_size;
+  TORCH_CHECK(index.dim() == 4 && index.size(0) == q.size(0) && index.size(1) == q.size(2) &&
+                  index.size(2) == n_q_blocks,
+              "block_index must be [B, H, ", n_q_blocks, ", C], got ", index.sizes());
+  TORCH_CHECK(counts.dim() == 3 && counts.size(0) == q.size(0) && counts.size(1) == q.size(2) &&
+                  counts.size(2) == n_q_blocks,
+              "block_counts must be [B, H, ", n_q_blocks, "], got ", counts.sizes());
+  TORCH_CHECK(kv_valid.dim() == 1 && kv_valid.size(0) == q.size(0), "kv_valid must be [B], got ",
+              kv_valid.sizes());
 }
 
 void check_int32(const at::Tensor& t, const char* name) {
@@ -177,14 +198,11 @@ std::vector<at::Tensor> block_sparse_forward(const at::Tensor& q, const at::Tens
   check_int32(block_index, "block_index");
   check_int32(block_counts, "block_counts");
   check_int32(kv_valid, "kv_valid");
+  check_shapes(q, k, v, block_index, block_counts, kv_valid, block_size);
   const int64_t batch = q.size(0), lq = q.size(1), heads = q.size(2), dim = q.size(3);
   const int64_t n_q_blocks = block_index.size(2), width = block_index.size(3);
   const int64_t S = block_size;
-  TORCH_CHECK(S >= 1 && S <= kGroupKeys, "block_size must lie in [1, ", kGroupKeys, "]");
-  TORCH_CHECK(n_q_blocks == (lq + S - 1) / S, "block_index has ", n_q_blocks, " query blocks, expected ",
-              (lq + S - 1) / S);
-  TORCH_CHECK(kv_valid.numel() == batch && block_counts.numel() == batch * heads * n_q_blocks,
-              "kv_valid / block_counts do not match q");
+  TORCH_CHECK(S <= kGroupKeys, "block_size must lie in [1, ", kGroupKeys, "]");
   const int64_t lk = k.size(1);
 
   auto out = at::empty({batch, lq, heads, dim}, q.options());
@@ -276,13 +294,26 @@ std::vector<at::Tensor> block_sparse_backward(const at::Tensor& grad_out, const 
   check_int32(reverse_index, "reverse_index");
   check_int32(reverse_counts, "reverse_counts");
   check_int32(kv_valid, "kv_valid");
+  check_shapes(q, k, v, block_index, block_counts, kv_valid, block_size);
   const int64_t batch = q.size(0), lq = q.size(1), heads = q.size(2), dim = q.size(3), lk = k.size(1);
   const int64_t n_q_blocks = block_index.size(2), width = block_index.size(3);
-  const int64_t n_kv_blocks = reverse_index.size(2), reverse_width = reverse_index.size(3);
   const int64_t S = block_size;
+  const int64_t n_kv_blocks = (lk + S - 1) / S;
+  TORCH_CHECK(grad_out.sizes() == q.sizes(), "grad_out must have q's shape ", q.sizes(), ", got ",
+              grad_out.sizes());
+  TORCH_CHECK(lse.dim() == 3 && lse.size(0) == batch && lse.size(1) == heads && lse.size(2) == lq &&
+                  delta.sizes() == lse.sizes(),
+              "lse and delta must be [B, H, Lq] = [", batch, ", ", heads, ", ", lq, "], got ", lse.sizes(),
+              " and ", delta.sizes());
+  TORCH_CHECK(reverse_index.dim() == 4 && reverse_index.size(0) == batch && reverse_index.size(1) == heads &&
+                  reverse_index.size(2) == n_kv_blocks,
+              "reverse_index must be [B, H, ", n_kv_blocks, ", C'], got ", reverse_index.sizes());
+  TORCH_CHECK(reverse_counts.dim() == 3 && reverse_counts.size(0) == batch && reverse_counts.size(1) == heads &&
+                  reverse_counts.size(2) == n_kv_blocks,
+              "reverse_counts must be [B, H, ", n_kv_blocks, "], got ", reverse_counts.sizes());
+  const int64_t reverse_width = reverse_index.size(3);
   const int d = static_cast<int>(dim), ld_tile = static_cast<int>(S);
-  TORCH_CHECK(S >= 1 && n_q_blocks == (lq + S - 1) / S && n_kv_blocks == (lk + S - 1) / S,
-              "block_index / reverse_index do not match q / k for block_size ", S);
+  TORCH_CHECK(S <= kGroupKeys, "block_size must lie in [1, ", kGroupKeys, "]");
 
   auto grad_q = at::empty_like(q, at::MemoryFormat::Contiguous);
   auto grad_k = at::zeros({batch, lk, heads, dim}, k.options());
