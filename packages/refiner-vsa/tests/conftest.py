@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+import skyreels_refiner_vsa.sparse_attention as vsa_function
 from skyreels_mmdit_blocks import MMDiTBranch, joint_preset
 
 
@@ -65,3 +66,28 @@ def tiny_base(tiny_video_config) -> MMDiTBranch:
 @pytest.fixture(scope="session")
 def randomize():
     return randomize_
+
+
+@pytest.fixture
+def block_selections(monkeypatch):
+    """Record every VSA block selection as ``(attended, video_blocks)``: ``attended`` ``[B, H, nQ]``
+    counts the video key blocks each query block attends (forced shared tail included), out of
+    ``video_blocks``. A test claiming sparsity asserts ``attended < video_blocks`` with this."""
+    records: list[tuple[torch.Tensor, int]] = []
+    select = vsa_function.select_key_blocks
+
+    def spy(logits, keep, *, num_video_tokens, num_key_tokens, block_size):
+        index, counts = select(
+            logits,
+            keep,
+            num_video_tokens=num_video_tokens,
+            num_key_tokens=num_key_tokens,
+            block_size=block_size,
+        )
+        video_blocks = math.ceil(num_video_tokens / block_size)
+        assert bool((counts == index.shape[-1]).all())  # every row lists distinct blocks, all used
+        records.append(((index.long() < video_blocks).sum(-1), video_blocks))
+        return index, counts
+
+    monkeypatch.setattr(vsa_function, "select_key_blocks", spy)
+    return records

@@ -104,18 +104,22 @@ def test_refiner_from_base_copies_weights_and_zeroes_the_new_ones(tiny_base):
     )
 
 
-def test_every_parameter_gets_a_gradient_when_sparse(tiny_base):
+def test_every_parameter_gets_a_gradient_when_sparse(tiny_base, block_selections):
     refiner = refiner_from_base(tiny_base, vsa=VSAConfig(sparsity=0.5))
-    x = _branch_inputs(tiny_base.config, batch=1, grid=(4, 8, 8), text=4)
+    # Latents (4, 16, 16), patch (1, 2, 2) -> token grid (4, 8, 8) = 4 full blocks; K = 2.
+    x = _branch_inputs(tiny_base.config, batch=1, grid=(4, 16, 16), text=4)
     out = refiner(torch.cat([x["vim"], x["u"]], 1), **x["kwargs"])
     out.square().mean().backward()
     missing = [n for n, p in refiner.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     assert missing == []
+    assert len(block_selections) == len(refiner.vsa)  # every block's VSA ran sparse:
+    assert all(blocks == 4 and attended.eq(2).all() for attended, blocks in block_selections)
 
 
-def test_activation_checkpointing_gives_the_same_gradients(tiny_base):
+def test_activation_checkpointing_gives_the_same_gradients(tiny_base, block_selections):
     refiner = refiner_from_base(tiny_base, vsa=VSAConfig(sparsity=0.5))
-    x = _branch_inputs(tiny_base.config, batch=1, grid=(1, 8, 8), text=4)
+    # Token grid (2, 8, 8) = 2 blocks, K = 1: the recomputation must choose the same blocks.
+    x = _branch_inputs(tiny_base.config, batch=1, grid=(2, 16, 16), text=4)
     inp = torch.cat([x["vim"], x["u"]], 1)
     grads = []
     for enabled in (False, True):
@@ -124,6 +128,9 @@ def test_activation_checkpointing_gives_the_same_gradients(tiny_base):
         refiner(inp, **x["kwargs"]).square().mean().backward()
         grads.append(refiner.vsa[1].gate.weight.grad.clone())
     torch.testing.assert_close(grads[1], grads[0])
+    # 4 blocks without checkpointing, 4 + 4 recomputed with it; each attends 1 of 2 video blocks.
+    assert len(block_selections) == 12
+    assert all(blocks == 2 and attended.eq(1).all() for attended, blocks in block_selections)
 
 
 def test_refiner_config_errors(tiny_video_config):

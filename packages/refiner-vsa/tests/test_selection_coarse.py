@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from skyreels_attention.block_sparse import block_sparse_attention
 from skyreels_refiner_vsa import (
     SparsityRamp,
     coarse_attention,
@@ -14,6 +15,7 @@ from skyreels_refiner_vsa import (
     keep_block_count,
     pool_blocks,
     select_key_blocks,
+    video_sparse_attention,
 )
 
 
@@ -89,10 +91,53 @@ def test_text_blocks_are_forced_and_the_shared_tail_block_is_not_counted():
     assert index[0, 0, 0].tolist() == [2, 3, 4]
 
 
-def test_selection_carries_no_gradient():
-    logits = torch.randn(1, 2, 4, 4, requires_grad=True)
-    index, counts = select_key_blocks(logits, 2, num_video_tokens=256, num_key_tokens=256, block_size=64)
-    assert not index.requires_grad and not counts.requires_grad
+def test_gradients_reach_q_and_k_through_coarse_and_fine_not_through_the_choice(make_inputs):
+    """VSA's gradients equal those of the same computation with the block index fixed up front.
+
+    The top-K choice is discrete: q and k get gradient through the coarse output (``gate ⊙ coarse``)
+    and through the fine attention over the chosen blocks, never through which blocks were chosen
+    (a straight-through or soft top-K would change these gradients).
+    """
+    grid, keep, num_text = (5, 6, 7), 2, 9
+    x = make_inputs(grid, text=num_text)  # float64; the last sample's text is padded
+    trainable = ["video_q", "video_k", "video_v", "gate", "text_k", "text_v"]
+    for name in trainable:
+        x[name].requires_grad_(True)
+    tiling = cube_tiling(grid)
+    scale = 1 / math.sqrt(x["video_q"].shape[-1])
+    out = video_sparse_attention(**x, tiling=tiling, keep=keep, scale=scale)
+
+    q, k, v = (tiling.tile(x[name]) for name in ("video_q", "video_k", "video_v"))
+    with torch.no_grad():  # the choice, once, as a constant
+        index, counts = select_key_blocks(
+            coarse_attention(q, k, v, tiling, scale).logits,
+            keep,
+            num_video_tokens=tiling.num_tokens,
+            num_key_tokens=tiling.num_tokens + num_text,
+            block_size=tiling.block_size,
+        )
+    num_key_blocks = math.ceil((tiling.num_tokens + num_text) / tiling.block_size)
+    assert int(counts.max()) < num_key_blocks  # blocks are really dropped (3 of 4 attended)
+    fine = block_sparse_attention(
+        q,
+        torch.cat([k, x["text_k"]], dim=1),
+        torch.cat([v, x["text_v"]], dim=1),
+        index,
+        counts,
+        block_size=tiling.block_size,
+        kv_valid_lengths=x["text_valid_lengths"] + tiling.num_tokens,
+        scale=scale,
+    )
+    fixed = tiling.untile(fine + tiling.tile(x["gate"]) * coarse_attention(q, k, v, tiling, scale).output)
+    torch.testing.assert_close(out.video, fixed, rtol=0, atol=1e-12)
+
+    weights = torch.randn(out.video.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    leaves = [x[name] for name in trainable]
+    got = torch.autograd.grad((out.video * weights).sum(), leaves)
+    want = torch.autograd.grad((fixed * weights).sum(), leaves)
+    for name, g, w in zip(trainable, got, want, strict=True):
+        assert g.abs().max() > 0, name
+        torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12, msg=name)
 
 
 def test_sparsity_ramp():

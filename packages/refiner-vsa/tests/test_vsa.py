@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from skyreels_attention import DenseMask, KeyPaddingMask, attention
+from skyreels_attention import DenseMask, KeyPaddingMask, attention, value_checks
 from skyreels_attention.block_sparse import BlockSparseBackendError, block_sparse_backend_status
 from skyreels_refiner_vsa import (
     VideoSparseAttention,
@@ -19,6 +19,7 @@ from skyreels_refiner_vsa import (
     vsa_token_mask,
 )
 from skyreels_refiner_vsa.coarse import coarse_attention
+from skyreels_refiner_vsa.sparse_attention import check_vsa_inputs
 
 ODD_GRIDS = [(5, 6, 7), (3, 9, 5), (4, 4, 8)]
 
@@ -132,6 +133,29 @@ def test_text_values_reach_every_video_query_and_unselected_blocks_do_not(make_i
 
 
 @pytest.mark.skipif(bool(block_sparse_backend_status()["triton"]), reason="triton backend unavailable")
+@pytest.mark.skipif(
+    bool(block_sparse_backend_status()["cpp"]), reason="the fp32 cpp fine stage cannot be built here"
+)
+def test_coarse_stage_and_combine_stay_float32_under_bf16_autocast(make_inputs):
+    """Lightning's "bf16-mixed" runs under torch.autocast: the coarse stage and the gated combine opt
+    out. With the fine stage in our fp32 cpp kernel (autocast does not touch it) the whole video
+    output then equals the float32 computation on the same bf16-rounded inputs."""
+    grid = (8, 8, 8)  # 8 blocks; keep 2
+    x = make_inputs(grid, text=9, dtype=torch.float32, seed=2)
+    x = {k: v.bfloat16().float() if v.is_floating_point() else v for k, v in x.items()}
+    tiling = cube_tiling(grid)
+    q, k, v = (tiling.tile(x[name]) for name in ("video_q", "video_k", "video_v"))
+    exact = coarse_attention(q, k, v, tiling, 0.25)
+    expected = _run(video_sparse_attention, x, grid, 2, backend="cpp")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        coarse = coarse_attention(q, k, v, tiling, 0.25)
+        out = _run(video_sparse_attention, x, grid, 2, backend="cpp")
+    assert coarse.logits.dtype == coarse.output.dtype == torch.float32
+    assert torch.equal(coarse.logits, exact.logits) and torch.equal(coarse.output, exact.output)
+    assert out.video.dtype == torch.float32
+    torch.testing.assert_close(out.video, expected.video, rtol=1e-6, atol=1e-6)
+
+
 def test_triton_backend_matches_torch_forward_and_backward(make_inputs):
     grid = (3, 5, 6)  # 90 tokens: 2 blocks, text shares the second
     x = make_inputs(grid, text=5, batch=1, heads=2, head_dim=16, dtype=torch.float32, seed=7)
@@ -171,8 +195,29 @@ def test_flex_backend_matches_torch_forward(make_inputs):
         ({"text_q": torch.zeros(2, 9, 3, 16)}, ValueError, "text_q must be"),
         (
             {"text_valid_lengths": torch.tensor([1.0, 2.0])},
+            TypeError,
+            r"text_valid_lengths must have an integer \(not bool\) dtype, got torch.float32",
+        ),
+        (
+            {"text_valid_lengths": torch.tensor([True, True])},
+            TypeError,
+            r"text_valid_lengths must have an integer \(not bool\) dtype, got torch.bool",
+        ),
+        ({"text_valid_lengths": [9, 9]}, TypeError, "text_valid_lengths must be an integer tensor"),
+        (
+            {"text_valid_lengths": torch.tensor([9])},
             ValueError,
-            "text_valid_lengths must be an int tensor",
+            r"text_valid_lengths must be \[B=2\], got \(1,\)",
+        ),
+        (
+            {"text_valid_lengths": torch.tensor([9, -3])},
+            ValueError,
+            r"text_valid_lengths must lie in \[0, Lt=9\] \(text_q's length\), got \[9, -3\]",
+        ),
+        (
+            {"text_valid_lengths": torch.tensor([10, 9], dtype=torch.int32)},
+            ValueError,
+            r"text_valid_lengths must lie in \[0, Lt=9\] \(text_q's length\), got \[10, 9\]",
         ),
         ({"gate": torch.zeros(2, 210, 2)}, ValueError, "gate must be"),
     ],
@@ -182,6 +227,29 @@ def test_bad_inputs_name_the_argument(make_inputs, change, error, message):
     x.update(change)
     with pytest.raises(error, match=message):
         _run(video_sparse_attention, x, (5, 6, 7), 1)
+
+
+def test_text_valid_lengths_at_the_ends_of_the_range_match_the_reference(make_inputs):
+    x = make_inputs((5, 6, 7), text=9, dtype=torch.float64)
+    for lengths in ([0, 9], [9, 0]):
+        x["text_valid_lengths"] = torch.tensor(lengths, dtype=torch.int16)
+        out = _run(video_sparse_attention, x, (5, 6, 7), 2)
+        ref = _run(video_sparse_attention_reference, x, (5, 6, 7), 2)
+        torch.testing.assert_close(out.video, ref.video, rtol=1e-10, atol=1e-10)
+
+
+def test_text_valid_lengths_range_check_follows_the_value_check_switch(make_inputs):
+    """The range check reads values (a host sync): skipped where skyreels-attention's switch is off."""
+    x = make_inputs((5, 6, 7), text=9, dtype=torch.float32)
+    args = (x["video_q"], x["video_k"], x["video_v"], cube_tiling((5, 6, 7)))
+    text = (x["text_q"], x["text_k"], x["text_v"])
+    negative = torch.tensor([9, -3])
+    with value_checks(False):
+        check_vsa_inputs(*args, text, negative, x["gate"])  # no error: values are not read
+        with pytest.raises(TypeError, match="integer"):  # dtype checks are free and always run
+            check_vsa_inputs(*args, text, negative.bool(), x["gate"])
+    with pytest.raises(ValueError, match=r"text_valid_lengths must lie in \[0, Lt=9\]"):
+        check_vsa_inputs(*args, text, negative, x["gate"])
 
 
 def test_text_lengths_without_text_and_bad_keep_raise(make_inputs):

@@ -2,8 +2,9 @@
 
 For every (sample, head, query block) VSA keeps the ``K`` video key blocks with the largest coarse
 logits; ``K`` is given directly or from a sparsity ``s`` as ``ceil((1 - s) · nB)``. The choice is
-discrete: no gradient flows through it (the logits are detached), gradients reach the selected
-keys through the fine attention and every key through the coarse output.
+discrete: the block index is an integer tensor, so no gradient flows through the choice; gradients
+reach the selected keys through the fine attention and every key through the coarse output (tested
+against the same computation with the index fixed up front).
 
 Text keys (joint self-attention, paper eq. 3) are never dropped: their key blocks follow the video
 blocks in the key sequence and are appended to every row as *forced* blocks. When the video length
@@ -67,7 +68,8 @@ def select_key_blocks(
     forced = torch.arange(first_forced, n_keys, device=logits.device, dtype=torch.int64)
     parts = []
     if k > 0:
-        # Detached: the selection is a discrete choice with no gradient (VSA).
+        # A discrete choice with no gradient (VSA). Integer indices carry none anyway; detaching
+        # keeps autograd from recording the top-K.
         parts.append(logits.detach()[..., :selectable].topk(k, dim=-1, sorted=False).indices)
     if forced.numel():
         parts.append(forced.expand(batch, heads, n_query, forced.numel()))

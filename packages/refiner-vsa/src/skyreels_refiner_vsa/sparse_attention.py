@@ -23,9 +23,9 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from skyreels_attention import KeyPaddingMask, attention
+from skyreels_attention import KeyPaddingMask, attention, value_checks_enabled
 from skyreels_attention.block_sparse import BlockSparseBackendName, block_sparse_attention
-from skyreels_refiner_vsa.coarse import coarse_attention
+from skyreels_refiner_vsa.coarse import coarse_attention, full_precision
 from skyreels_refiner_vsa.selection import select_key_blocks
 from skyreels_refiner_vsa.tiling import CubeTiling
 
@@ -41,6 +41,29 @@ class VSAOutput(NamedTuple):
 
 def _shape(x: object) -> object:
     return tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+
+
+def _check_text_valid_lengths(lengths: object, batch: int, num_text: int) -> None:
+    """An integer (not bool) tensor ``[B]`` with values in ``[0, Lt]``.
+
+    Out-of-range values do not fail downstream in a useful way: a negative one would mask the last
+    grid keys (the keys are ``[video; text]`` and valid lengths count from the video's start), one
+    above ``Lt`` fails deep inside the block-sparse op. Reading the values is a host sync, so that
+    check follows ``skyreels_attention.value_checks_enabled()`` (off while torch.compile traces).
+    """
+    if not isinstance(lengths, Tensor):
+        raise TypeError(
+            f"text_valid_lengths must be an integer tensor [B={batch}], got {type(lengths).__name__}"
+        )
+    dtype = lengths.dtype
+    if dtype == torch.bool or dtype.is_floating_point or dtype.is_complex:
+        raise TypeError(f"text_valid_lengths must have an integer (not bool) dtype, got {dtype}")
+    if tuple(lengths.shape) != (batch,):
+        raise ValueError(f"text_valid_lengths must be [B={batch}], got {tuple(lengths.shape)}")
+    if value_checks_enabled() and bool(((lengths < 0) | (lengths > num_text)).any()):
+        raise ValueError(
+            f"text_valid_lengths must lie in [0, Lt={num_text}] (text_q's length), got {lengths.tolist()}"
+        )
 
 
 def check_vsa_inputs(
@@ -85,14 +108,7 @@ def check_vsa_inputs(
     if text_valid_lengths is not None:
         if text is None:
             raise ValueError("text_valid_lengths was given without text_q/text_k/text_v")
-        if (
-            not isinstance(text_valid_lengths, Tensor)
-            or text_valid_lengths.shape != (batch,)
-            or text_valid_lengths.is_floating_point()
-        ):
-            raise ValueError(
-                f"text_valid_lengths must be an int tensor [B={batch}], got {_shape(text_valid_lengths)}"
-            )
+        _check_text_valid_lengths(text_valid_lengths, batch, text[0].shape[1])
     if gate is not None and (not isinstance(gate, Tensor) or tuple(gate.shape) != expected):
         raise ValueError(f"gate must be [B, N, H, D] = {expected} like video_q, got {_shape(gate)}")
 
@@ -122,7 +138,9 @@ def video_sparse_attention(
         gate: ``[B, N, H, D]`` weights of the coarse output (the gate projection's output), or None
             for no coarse term.
         text_q, text_k, text_v: ``[B, Lt, H, D]`` text tokens of the joint attention, or all None.
-        text_valid_lengths: ``[B]`` int, text keys at or past it are padding; None = all real.
+        text_valid_lengths: ``[B]`` integer tensor in ``[0, Lt]``, text keys at or past it are
+            padding; None = all real. The range check reads the values (a host sync); it follows
+            ``skyreels_attention.value_checks_enabled()``.
         scale: softmax scale, default ``1/sqrt(D)`` (coarse and fine alike).
         backend: block-sparse backend of the fine stage ("cpp", "gather", "torch", "flex",
             "triton"; None: automatic per device).
@@ -173,8 +191,9 @@ def video_sparse_attention(
     # 5. Gated coarse output (VSA: out = gate * out_coarse + out_fine), back to grid order.
     video_out = fine
     if gate is not None:
-        dtype = coarse.output.dtype
-        gated = torch.addcmul(fine.to(dtype), tiling.tile(gate).to(dtype), coarse.output)
+        dtype = coarse.output.dtype  # stage_dtype: float32 (float64), also under autocast
+        with full_precision(video_q.device):
+            gated = torch.addcmul(fine.to(dtype), tiling.tile(gate).to(dtype), coarse.output)
         video_out = gated.to(video_q.dtype)
     video_out = tiling.untile(video_out)
 

@@ -152,7 +152,8 @@ class VideoSparseAttention(nn.Module):
                 their q/k/v projection).
             text_q, text_k, text_v: ``[B, Lt, H, Dh]`` tokens that stay dense (text, and any
                 in-context reference tokens placed before it), or None.
-            text_valid_lengths: ``[B]`` int, text keys at or past it are padding.
+            text_valid_lengths: ``[B]`` integer tensor in ``[0, Lt]``, text keys at or past it are
+                padding (range checked unless skyreels-attention's value checks are off).
             scale: softmax scale (default 1/sqrt(Dh)).
 
         Returns:

@@ -3,7 +3,8 @@
 Per batch of (low-res, keyframes, high-res[, kept source box]) latents:
 
 1. the refiner's conditioning ``U, I, M`` from the low-res latents, the keyframes and the kept box
-   (``skyreels_refiner_vsa.build_refiner_condition``; black latent = 0 for these zero-mean latents);
+   (``skyreels_refiner_vsa.build_refiner_condition``; ``I`` holds eq. 7's black-frame latent where
+   ``M = 0``: the ``black_latent`` argument, 0 by default, right for the zero-mean procedural latents);
 2. ``σ`` from the timestep sampler, ``x_σ = (1-σ)·x0 + σ·ε``, target ``u = ε - x0`` (σ convention);
 3. ``u_pred = refiner(Concat(V=x_σ, I, M, U), 1000·σ, text)``; loss = MSE over the generated cells
    (``1 - M``: keyframes and kept regions are conditions).
@@ -13,12 +14,15 @@ The VSA sparsity follows ``sparsity_ramp`` (set before every training batch, log
 clean estimate ``x0 = x_σ - σ·u_pred`` next to the error of the interpolated condition U
 (``val/x0_mse`` vs ``val/interp_mse``): a refiner that learned something beats interpolation.
 ``self.refiner`` is the plain model to export.
+
+Configs are kept in ``hparams`` as plain data (``hparams.py``), so ``load_from_checkpoint`` works and
+checkpoints load with ``weights_only=True``.
 """
 
 from __future__ import annotations
 
-import enum
-from dataclasses import asdict
+import math
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import lightning as L
@@ -41,19 +45,25 @@ from skyreels_refiner_vsa import (
     build_refiner_condition,
     refiner_from_base,
 )
+from skyreels_v4.refiner.hparams import as_sampler_config, as_sparsity_ramp, as_vsa_config, to_hparams
 
 __all__ = ["RefinerLightningModule"]
 
 
-def _plain(value: Any) -> Any:
-    """Dataclass fields as plain data: enums become their values (checkpoints load with weights_only)."""
-    if isinstance(value, enum.Enum):
-        return value.value
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
+def _black_latent(value: object, channels: int) -> list[float]:
+    """``black_latent`` as ``channels`` finite floats (a scalar is repeated over the channels)."""
+    values = [value] if isinstance(value, int | float) else value
+    if (
+        isinstance(value, str | bytes)
+        or not isinstance(values, Sequence)
+        or any(isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) for v in values)
+    ):
+        raise TypeError(f"black_latent: expected a finite float or a list of finite floats, got {value!r}")
+    if len(values) not in (1, channels):
+        raise ValueError(
+            f"black_latent: expected a scalar or C = {channels} per-channel values, got {len(values)} values"
+        )
+    return [float(v) for v in values] * (channels // len(values))
 
 
 class RefinerLightningModule(L.LightningModule):
@@ -64,57 +74,65 @@ class RefinerLightningModule(L.LightningModule):
         vsa: VSA settings of every block (the ramp, when given, overrides its sparsity per step).
         sparsity_ramp: linear sparsity schedule, or None to keep ``vsa.sparsity``.
         sampler: training σ distribution (default uniform, the paper's).
+            ``vsa``, ``sparsity_ramp`` and ``sampler`` also accept the plain dicts this module saves
+            in ``hparams`` (what ``load_from_checkpoint`` passes back); unknown keys raise.
         base_weights: safetensors state dict of the base video branch; None = a freshly
             initialised base (the tiny recipe: no trained base model exists here).
         learning_rate, weight_decay: AdamW.
         activation_checkpointing: recompute every block in backward.
         validation_sigmas: σ values of the validation loss.
+        black_latent: eq. 7's black-frame latent, filling ``I`` where ``M = 0``: one value for
+            every channel, or C per-channel values. 0 suits the zero-mean procedural latents; with
+            a real VAE use the (normalised) latent of one encoded black frame, which is not 0.
     """
 
     def __init__(
         self,
         *,
         preset: PresetName = "tiny",
-        vsa: VSAConfig,
-        sparsity_ramp: SparsityRamp | None = None,
-        sampler: TimestepSamplerConfig | None = None,
+        vsa: VSAConfig | Mapping[str, Any],
+        sparsity_ramp: SparsityRamp | Mapping[str, Any] | None = None,
+        sampler: TimestepSamplerConfig | Mapping[str, Any] | None = None,
         base_weights: str | None = None,
         learning_rate: float = 1e-3,
         weight_decay: float = 0.0,
         activation_checkpointing: bool = False,
         validation_sigmas: tuple[float, ...] = (0.25, 0.5, 0.75),
+        black_latent: float | list[float] = 0.0,
     ) -> None:
         super().__init__()
-        if not isinstance(vsa, VSAConfig):
-            raise TypeError(f"vsa: expected a VSAConfig, got {type(vsa).__name__}")
-        if sparsity_ramp is not None and not isinstance(sparsity_ramp, SparsityRamp):
-            raise TypeError(
-                f"sparsity_ramp: expected a SparsityRamp or None, got {type(sparsity_ramp).__name__}"
-            )
+        vsa = as_vsa_config(vsa)
+        sparsity_ramp = as_sparsity_ramp(sparsity_ramp)
+        sampler = as_sampler_config(sampler)
         if sparsity_ramp is not None and vsa.sparsity is None:
             raise ValueError("sparsity_ramp needs vsa.sparsity (not top_k) to be set")
-        sampler = TimestepSamplerConfig() if sampler is None else sampler
-        # Plain dicts in hparams: checkpoints load without unpickling our classes.
+        base_config = joint_preset(preset).video
+        channels = base_config.out_channels
+        black = _black_latent(black_latent, channels)
+        # Plain data in hparams: checkpoints load without unpickling our classes (hparams.py).
         self.save_hyperparameters(
             {
                 "preset": preset,
-                "vsa": _plain(asdict(vsa)),
-                "sparsity_ramp": None if sparsity_ramp is None else asdict(sparsity_ramp),
-                "sampler": _plain(asdict(sampler)),
+                "vsa": to_hparams(vsa),
+                "sparsity_ramp": None if sparsity_ramp is None else to_hparams(sparsity_ramp),
+                "sampler": to_hparams(sampler),
                 "base_weights": base_weights,
                 "learning_rate": learning_rate,
                 "weight_decay": weight_decay,
                 "activation_checkpointing": activation_checkpointing,
                 "validation_sigmas": list(validation_sigmas),
+                "black_latent": float(black_latent) if isinstance(black_latent, int | float) else black,
             }
         )
-        base = MMDiTBranch(joint_preset(preset).video)
+        base = MMDiTBranch(base_config)
         if base_weights is not None:
             base.load_state_dict(load_file(base_weights), strict=True)
         self.refiner = refiner_from_base(base, vsa=vsa)
         self.refiner.set_activation_checkpointing(activation_checkpointing)
         self.ramp, self.sampler = sparsity_ramp, sampler
         self.validation_sigmas = tuple(float(s) for s in validation_sigmas)
+        # Not in the state dict (it is an hparam); a buffer so that it follows the module's device.
+        self.register_buffer("black_latent", torch.tensor(black).view(1, channels, 1, 1, 1), persistent=False)
 
     def _condition(self, batch: dict[str, Tensor]) -> RefinerCondition:
         high_res = batch["high_res"]
@@ -124,7 +142,7 @@ class RefinerLightningModule(L.LightningModule):
         return build_refiner_condition(
             batch["low_res"],
             size=tuple(high_res.shape[2:]),
-            black_latent=torch.zeros(1, high_res.shape[1], 1, 1, 1, device=high_res.device),
+            black_latent=self.black_latent,
             keyframe_latents=batch["keyframes"],
             keyframe_indices=[int(i) for i in indices[0]],
             source_latents=high_res,
@@ -151,7 +169,10 @@ class RefinerLightningModule(L.LightningModule):
         """Steps 1-3 of the module docstring on one batch (σ and ε from the global RNG)."""
         x0 = batch["high_res"]
         condition = self._condition(batch)
-        sigma = sample_training_sigmas(x0.shape[0], self.sampler, device=x0.device)
+        # Video tokens of the refiner's sequence, for a token-count-dependent shift (ShiftRule.TOKEN_SQRT).
+        patch = self.refiner.config.branch.patch_size
+        num_tokens = math.prod(size // p for size, p in zip(x0.shape[2:], patch, strict=True))
+        sigma = sample_training_sigmas(x0.shape[0], self.sampler, device=x0.device, num_tokens=num_tokens)
         noised = noise_latents(x0, sigma)
         prediction = self._predict(batch, condition, noised.noisy, sigma)
         return masked_mse(prediction, noised.target, condition.loss_mask)
