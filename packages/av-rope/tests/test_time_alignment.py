@@ -96,9 +96,31 @@ def test_audio_rotary_config_for_ratio_and_seconds() -> None:
         assert audio_rotary_config(policy, HUNYUAN_VIDEO_ROPE) == RotaryConfig(axes_dims=(128,), theta=256.0)
 
 
-def test_t_offset_places_an_audio_reference_before_the_clip() -> None:
+def test_t_offset_shifts_every_position() -> None:
     pos = audio_positions(4, alignment=AudioTimeAlignment.RATIO, num_video_latents=2, t_offset=-2.0)
     assert pos[:, 0].tolist() == [-2.0, -1.5, -1.0, -0.5]
+
+
+@pytest.mark.parametrize("alignment", [AudioTimeAlignment.RATIO, AudioTimeAlignment.TEMPORAL_CHANNELS_ONLY])
+def test_audio_reference_is_spaced_like_the_clip(alignment: AudioTimeAlignment) -> None:
+    """A 3-token reference before the paper clip (T_v 21, T_a 218): t_k = (k - 3) * 21/218, i.e. the
+    clip's spacing 21/218, not 21/3 (what the reference's own token count would give)."""
+    ratio = temporal_ratio(21, 218)
+    reference = audio_positions(
+        3, alignment=alignment, num_video_latents=21, clip_num_audio_tokens=218, t_offset=-3 * ratio
+    )
+    expected = ((torch.arange(3, dtype=torch.float64) - 3) * (21 / 218)).to(torch.float32)
+    assert torch.equal(reference[:, 0], expected)
+    assert reference[:, 0].tolist() == pytest.approx([-0.2889908, -0.1926606, -0.0963303])
+    assert (reference[:, 1:] == 0).all()
+    clip = audio_positions(218, alignment=alignment, num_video_latents=21)
+    # Reference then clip: one evenly spaced time axis (spacing 21/218 throughout).
+    joined = torch.cat([reference, clip])[:, 0].double()
+    spacing = torch.full((220,), 21 / 218, dtype=torch.float64)
+    torch.testing.assert_close(joined.diff(), spacing, atol=4e-6, rtol=0)  # float32 ulp at t = 21: 1.9e-6
+    # The default (clip_num_audio_tokens = this call's count) is the clip itself.
+    explicit = audio_positions(218, alignment=alignment, num_video_latents=21, clip_num_audio_tokens=218)
+    assert torch.equal(clip, explicit)
 
 
 def test_policies_are_strings_for_recipes() -> None:
@@ -134,6 +156,21 @@ RATIO, SECONDS = AudioTimeAlignment.RATIO, AudioTimeAlignment.SECONDS
             "video_latents_per_second",
         ),
         ({"alignment": RATIO, "num_video_latents": 2, "t_offset": float("inf")}, ValueError, "t_offset"),
+        (
+            {"alignment": RATIO, "num_video_latents": 2, "clip_num_audio_tokens": 0},
+            ValueError,
+            "clip_num_audio_tokens: expected a positive int, got 0",
+        ),
+        (
+            {"alignment": RATIO, "num_video_latents": 2, "clip_num_audio_tokens": 21.5},
+            ValueError,
+            "clip_num_audio_tokens: expected a positive int, got 21.5",
+        ),
+        (
+            {"alignment": SECONDS, "audio_tokens_per_second": 43.0, "clip_num_audio_tokens": 218},
+            ValueError,
+            "clip_num_audio_tokens: not used by alignment=SECONDS",
+        ),
     ],
 )
 def test_audio_positions_errors(kwargs: dict, error: type, match: str) -> None:

@@ -1,12 +1,19 @@
-"""Audio-video cross-attention (eq. 5): zero init, order, time-only RoPE, fp64 reference."""
+"""Audio-video cross-attention (eq. 5): zero init, order, time-only RoPE, key masks, fp64 reference."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from skyreels_attention import DenseMask, KeyPaddingMask
 from skyreels_av_rope import RotaryConfig, RotaryEmbedding, cross_modal_time_rope, video_grid_positions
-from skyreels_mmdit_blocks import AudioVideoCrossAttention, AVExchangeOrder, Rotary
+from skyreels_mmdit_blocks import (
+    AudioVideoCrossAttention,
+    AVExchangeOrder,
+    CrossModalAttention,
+    Rotary,
+    key_mask_from_bool,
+)
 from skyreels_mmdit_blocks.reference import reference_av_exchange
 
 D, HEADS, THETA = 32, 2, 256.0
@@ -90,3 +97,81 @@ def test_rope_is_by_time_only_and_relative(randomize):
 def test_order_must_be_the_enum():
     with pytest.raises(TypeError, match="order must be an AVExchangeOrder"):
         AudioVideoCrossAttention(dim=D, num_heads=HEADS, order="parallel")
+
+
+def test_key_mask_from_bool_picks_the_cheapest_mask():
+    assert key_mask_from_bool(None) is None
+    assert key_mask_from_bool(torch.ones(2, 5, dtype=torch.bool)) is None
+    prefix = torch.arange(5)[None, :] < torch.tensor([[3], [0]])
+    padding = key_mask_from_bool(prefix)
+    assert isinstance(padding, KeyPaddingMask) and padding.valid_lengths.tolist() == [3, 0]
+    holes = torch.tensor([[True, False, True, True, True], [True] * 5])
+    dense = key_mask_from_bool(holes)
+    assert isinstance(dense, DenseMask) and torch.equal(dense.mask, holes[:, None, None, :])
+    with pytest.raises(ValueError, match=r"audio_key_mask must be a bool tensor \[B, L\]; got torch.int64"):
+        key_mask_from_bool(torch.ones(2, 5, dtype=torch.int64), name="audio_key_mask")
+
+
+def _key_masks(kind):
+    """(video_valid [2, 12], audio_valid [2, 10]) for the exchange tests."""
+    if kind == "prefix":  # key padding; sample 1 has no audio key at all
+        video = torch.arange(12)[None, :] < torch.tensor([[12], [7]])
+        audio = torch.arange(NUM_AUDIO)[None, :] < torch.tensor([[6], [0]])
+    else:  # holes: dense masks
+        video = torch.ones(2, 12, dtype=torch.bool)
+        video[0, [1, 5]] = False
+        audio = torch.ones(2, NUM_AUDIO, dtype=torch.bool)
+        audio[1, [0, 4, 9]] = False
+    return video, audio
+
+
+@pytest.mark.parametrize("kind", ["prefix", "holes"])
+@pytest.mark.parametrize("order", list(AVExchangeOrder))
+def test_exchange_key_masks_match_reference(order, kind, randomize):
+    layer = randomize(AudioVideoCrossAttention(dim=D, num_heads=HEADS, order=order), seed=9, std=0.3)
+    video, audio = _tokens(4)
+    video_pos, audio_pos = _positions()
+    video_rotary, audio_rotary = _rotaries(video_pos, audio_pos)
+    video_valid, audio_valid = _key_masks(kind)
+    masks = {
+        "video_key_mask": key_mask_from_bool(video_valid),
+        "audio_key_mask": key_mask_from_bool(audio_valid),
+    }
+    expected_type = KeyPaddingMask if kind == "prefix" else DenseMask
+    assert isinstance(masks["video_key_mask"], expected_type)
+    assert isinstance(masks["audio_key_mask"], expected_type)
+    new_video, new_audio = layer(video, audio, video_rotary=video_rotary, audio_rotary=audio_rotary, **masks)
+    ref_video, ref_audio = reference_av_exchange(
+        layer,
+        video,
+        audio,
+        video_times=video_pos[:, 0],
+        audio_times=audio_pos[:, 0],
+        theta=THETA,
+        video_valid=video_valid,
+        audio_valid=audio_valid,
+    )
+    assert torch.isfinite(new_video).all() and torch.isfinite(new_audio).all()
+    assert (new_video.double() - ref_video).abs().max().item() <= 1e-5
+    assert (new_audio.double() - ref_audio).abs().max().item() <= 1e-5
+    unmasked = layer(video, audio, video_rotary=video_rotary, audio_rotary=audio_rotary)
+    assert (unmasked[0] - new_video).abs().max() > 1e-3  # the masks do change what is read
+    if kind == "prefix":  # sample 1 of the video reads no audio key: attention 0, update = out bias
+        bias = layer.video_from_audio.out.bias
+        assert (new_video[1] - (video[1] + bias)).abs().max().item() <= 1e-6
+
+
+def test_cross_modal_rotary_must_cover_every_token():
+    layer = CrossModalAttention(dim=D, num_heads=HEADS)
+    video, audio = _tokens(5)
+    video_pos, audio_pos = _positions()
+    video_rotary, audio_rotary = _rotaries(video_pos, audio_pos)
+    short = Rotary(video_rotary.cos[:10], video_rotary.sin[:10])
+    with pytest.raises(
+        ValueError, match="context_rotary must have one row per latent token: expected 12 rows, got 10"
+    ):
+        layer(audio, video, x_rotary=audio_rotary, context_rotary=short)
+    with pytest.raises(
+        ValueError, match="x_rotary must have one row per latent token: expected 12 rows, got 10"
+    ):
+        layer(video, audio, x_rotary=short, context_rotary=audio_rotary)

@@ -1,4 +1,5 @@
-"""Dual-/single-stream blocks against diffusers' HunyuanVideo blocks; text cross-attention (eq. 4)."""
+"""Dual-/single-stream blocks against diffusers' HunyuanVideo blocks; text cross-attention (eq. 4);
+per-head RMSNorm dtypes; RoPE table length checks."""
 
 from __future__ import annotations
 
@@ -7,8 +8,16 @@ import torch
 
 from skyreels_attention import KeyPaddingMask
 from skyreels_av_rope import video_grid_positions
-from skyreels_mmdit_blocks import BlockContext, DualStreamBlock, Rotary, SingleStreamBlock, TextCrossAttention
+from skyreels_mmdit_blocks import (
+    BlockContext,
+    DualStreamBlock,
+    HeadRMSNorm,
+    Rotary,
+    SingleStreamBlock,
+    TextCrossAttention,
+)
 from skyreels_mmdit_blocks.reference import reference_text_cross_attention
+from skyreels_mmdit_blocks.rotary import rotate_prefix
 
 GRID = (2, 3, 5)  # post-patch (t, h, w): L = 30 latent tokens
 LENGTHS = torch.tensor([9, 4])
@@ -100,3 +109,53 @@ def test_text_cross_attention_sits_after_self_attention(block_class, randomize, 
 def test_block_rejects_bad_sizes():
     with pytest.raises(ValueError, match="divisible by num_heads"):
         DualStreamBlock(dim=30, num_heads=4)
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+def test_head_rms_norm_returns_the_input_dtype(autocast):
+    """Statistics and the fp32 gain in fp32, then one cast: a bf16 q/k stays bf16 (like v), also
+    under autocast, where the gain is still a float32 parameter."""
+    norm = HeadRMSNorm(16)
+    with torch.no_grad():
+        norm.weight.copy_(torch.linspace(0.5, 1.5, 16))
+    x = torch.randn(2, 3, 2, 16, generator=torch.Generator().manual_seed(6)).to(torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        got = norm(x)
+    x64 = x.double()
+    expected = x64 / torch.sqrt(x64.square().mean(-1, keepdim=True) + 1e-6) * norm.weight.double()
+    assert got.dtype == torch.bfloat16
+    # One rounding to bf16 at the end: within half a bf16 ulp (<= 2^-8 relative) plus fp32 noise.
+    assert ((got.double() - expected).abs() <= 2.0**-8 * expected.abs() + 1e-6).all()
+    full = norm(x.float())  # fp32 in, fp32 out, same numbers to fp32 precision
+    assert full.dtype == torch.float32 and (full.double() - expected).abs().max().item() <= 1e-6
+
+
+@pytest.mark.parametrize("block_class", [DualStreamBlock, SingleStreamBlock])
+def test_block_rejects_a_rope_table_of_the_wrong_length(block_class, our_branch):
+    block = block_class(dim=32, num_heads=2)
+    latent, text, ctx = _inputs(our_branch)  # 30 latent tokens
+    for rows in (28, 31):
+        positions = video_grid_positions(*GRID)
+        positions = torch.cat([positions, positions[:1]]) if rows == 31 else positions[:rows]
+        bad = BlockContext(
+            conditioning=ctx.conditioning,
+            rotary=Rotary(*our_branch.rope(positions)),
+            joint_mask=ctx.joint_mask,
+            text_context=ctx.text_context,
+            text_mask=ctx.text_mask,
+        )
+        with pytest.raises(
+            ValueError, match=rf"ctx\.rotary must have one row per latent token: expected 30 rows, got {rows}"
+        ):
+            block(latent, text, bad)
+
+
+def test_rotate_prefix_checks_the_latent_count():
+    x = torch.randn(1, 7, 2, 16)
+    cos, sin = torch.rand(5, 8), torch.rand(5, 8)
+    out = rotate_prefix(x, Rotary(cos, sin), num_latent=5)
+    assert torch.equal(out[:, 5:], x[:, 5:]) and not torch.equal(out[:, :5], x[:, :5])
+    with pytest.raises(ValueError, match="rotary must have one row per latent token: expected 6 rows, got 5"):
+        rotate_prefix(x, Rotary(cos, sin), num_latent=6)
+    with pytest.raises(ValueError, match=r"num_latent must be an int in \[0, 7\]; got 8"):
+        rotate_prefix(x, Rotary(cos, sin), num_latent=8)

@@ -1,4 +1,5 @@
-"""The joint audio-video transformer: zero-init equivalence, gradients, checkpointing, references."""
+"""The joint audio-video transformer: zero-init equivalence, gradients, checkpointing, references,
+key masks in the exchange, bf16 autocast."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from skyreels_av_rope import AudioTimeAlignment, RotaryConfig, audio_positions
+from skyreels_av_rope import AudioTimeAlignment, RotaryConfig, audio_positions, temporal_ratio
 from skyreels_mmdit_blocks import (
     AVExchangeOrder,
     JointAudioVideoTransformer,
@@ -269,3 +270,110 @@ def test_bad_configs_raise():
         ValueError, match=r"text_cross_attention_blocks must be a tuple of block indices in \[0, 4\)"
     ):
         replace(config.video, text_cross_attention_blocks=(4,))
+
+
+def _tiny_inputs(batch=2, seed=0):
+    """Tiny-preset inputs: video grid (2, 2, 2) = 8 tokens, 8 audio tokens, one reference of each."""
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "video_latents": torch.randn(batch, 9, 2, 4, 4, generator=g),
+        "audio_latents": torch.randn(batch, 16, 8, generator=g),
+        "timestep": torch.tensor([700.0, 40.0][:batch]),
+        "text_tokens": torch.randn(batch, 5, 32, generator=g),
+        "text_mask": torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]][:batch]),
+        "video_reference_latents": torch.randn(batch, 9, 1, 4, 4, generator=g),  # 4 reference tokens
+        "audio_reference_latents": torch.randn(batch, 16, 3, generator=g),  # 3 reference tokens
+    }
+
+
+@pytest.mark.parametrize("order", list(AVExchangeOrder))
+@pytest.mark.parametrize("masked", ["audio", "video"])
+def test_exchange_never_reads_a_masked_key(order, masked, randomize):
+    """A generated token masked as a key of its own branch is not read by the other modality (eq. 5):
+    changing only that token leaves the other modality's output unchanged; without the mask it moves."""
+    config = replace(joint_preset("tiny"), exchange_order=order)
+    model = randomize(JointAudioVideoTransformer(config).eval(), seed=19, std=0.1)
+    inputs = _tiny_inputs()
+    changed = {k: v.clone() for k, v in inputs.items()}
+    video_keys = torch.ones(2, 4 + 8, dtype=torch.bool)
+    audio_keys = torch.ones(2, 3 + 8, dtype=torch.bool)
+    if masked == "audio":  # generated audio token 5 (after 3 reference tokens)
+        audio_keys[:, 3 + 5] = False
+        changed["audio_latents"][..., 5] += 5.0
+        other = "video"
+    else:  # generated video token 5 = (t 1, h 0, w 1) of the 2 x 2 x 2 grid (after 4 reference tokens)
+        video_keys[:, 4 + 5] = False
+        changed["video_latents"][:, :, 1, 0:2, 2:4] += 5.0
+        other = "audio"
+    masks = {"video_key_mask": video_keys, "audio_key_mask": audio_keys}
+    with torch.no_grad():
+        base = getattr(model(**inputs, **masks), other)
+        moved = getattr(model(**changed, **masks), other)
+        base_unmasked = getattr(model(**inputs), other)
+        moved_unmasked = getattr(model(**changed), other)
+    assert (moved - base).abs().max().item() <= 1e-6
+    assert (moved_unmasked - base_unmasked).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize(
+    ("order", "checkpointing", "device"),
+    [
+        (AVExchangeOrder.SEQUENTIAL, False, "cpu"),
+        (AVExchangeOrder.PARALLEL, True, "cpu"),
+        pytest.param(
+            AVExchangeOrder.SEQUENTIAL,
+            False,
+            "cuda",
+            marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"),
+        ),
+    ],
+)
+def test_bf16_autocast_forward_and_backward(order, checkpointing, device, randomize):
+    """Lightning's bf16-mixed: fp32 weights under ``torch.autocast(bf16)``; references, key masks
+    (a hidden reference token and a masked generated token) and text padding all on."""
+    config = replace(joint_preset("tiny"), exchange_order=order)
+    model = randomize(JointAudioVideoTransformer(config), seed=20, std=0.1).to(device)
+    model.set_activation_checkpointing(checkpointing)
+    inputs = {k: v.to(device) for k, v in _tiny_inputs().items()}
+    video_keys = torch.ones(2, 4 + 8, dtype=torch.bool, device=device)
+    video_keys[1, 0] = False
+    audio_keys = torch.ones(2, 3 + 8, dtype=torch.bool, device=device)
+    audio_keys[0, 3 + 6] = False
+    inputs.update(video_key_mask=video_keys, audio_key_mask=audio_keys)
+    with torch.no_grad():
+        expected = model(**inputs)
+    with torch.autocast(device, dtype=torch.bfloat16):
+        out = model(**inputs)
+    assert out.video.dtype == out.audio.dtype == torch.bfloat16
+    for got, want in ((out.video, expected.video), (out.audio, expected.audio)):
+        assert torch.isfinite(got).all()
+        assert (got.float() - want).abs().max().item() <= 5e-2 * want.abs().max().item()
+    (out.video.float().square().mean() + out.audio.float().square().mean()).backward()
+    no_grad = [n for n, p in model.named_parameters() if p.grad is None]
+    assert no_grad == []
+    assert all(p.grad.dtype == torch.float32 and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_reference_audio_positions_use_the_av_rope_placement(randomize):
+    """The joint model places an audio reference with ``audio_positions(clip_num_audio_tokens=...)``:
+    R tokens at (k - R)·T_v/T_a, spaced like the clip's audio (not by the reference's own count)."""
+    model = randomize(JointAudioVideoTransformer(joint_preset("tiny")).eval(), seed=21)
+    inputs = _tiny_inputs(batch=1)
+    video = model.video.embed(
+        inputs["video_latents"],
+        timestep=inputs["timestep"],
+        text_tokens=inputs["text_tokens"],
+        reference_latents=inputs["video_reference_latents"],
+    )
+    positions = model._audio_positions(video, inputs["audio_latents"], inputs["audio_reference_latents"])
+    ratio = temporal_ratio(2, 8)  # T_v = 2 latent frames, T_a = 8 audio tokens
+    expected = (torch.arange(-3, 8, dtype=torch.float64) * ratio).to(torch.float32)[:, None]
+    assert torch.equal(positions, expected)
+    reference = audio_positions(
+        3,
+        alignment=AudioTimeAlignment.RATIO,
+        num_video_latents=2,
+        clip_num_audio_tokens=8,
+        t_offset=-3 * ratio,
+    )
+    assert torch.equal(positions[:3], reference)

@@ -1,4 +1,5 @@
-"""Import reports: missing/unexpected tensors, shape and config mismatches, widening, new layers."""
+"""Import reports: missing/unexpected tensors, shape and config mismatches, widening, new layers;
+MLP widths that survive an export/import round trip."""
 
 from __future__ import annotations
 
@@ -7,12 +8,20 @@ from dataclasses import replace
 import pytest
 import torch
 
+from skyreels_av_rope import RotaryConfig
 from skyreels_mmdit_blocks import (
+    CheckpointFormat,
+    DualStreamBlock,
     MMDiTBranch,
+    SingleStreamBlock,
+    TokenRefinerBlock,
     WeightImportError,
     detect_checkpoint_format,
+    export_hunyuan_state_dict,
     infer_hunyuan_branch_config,
+    joint_preset,
     load_hunyuan_video_weights,
+    mlp_hidden_dim,
     read_safetensors_directory,
 )
 
@@ -104,3 +113,48 @@ def test_widened_patch_embed_and_new_layers_keep_the_outputs(
 def test_narrower_target_is_an_error(config, hunyuan_state_dict):
     with pytest.raises(WeightImportError, match="patch_embed"):
         load_hunyuan_video_weights(MMDiTBranch(replace(config, in_channels=2)), hunyuan_state_dict)
+
+
+@pytest.mark.parametrize("fmt", list(CheckpointFormat))
+@pytest.mark.parametrize("num_dual", [1, 0])  # MLP width read from a dual block, or from linear1
+def test_mlp_width_survives_an_export_import_round_trip(fmt, num_dual):
+    """dim 176, MLP 240: the ratio read back is 240/176 and 176 * (240/176) = 239.99..., which
+    truncation turned into 239 (the exported checkpoint did not re-import)."""
+    dim, mlp = 176, 240
+    assert int(dim * (mlp / dim)) == 239 and mlp_hidden_dim(dim, mlp / dim) == mlp
+    config = replace(
+        joint_preset("tiny").video,
+        dim=dim,
+        num_heads=11,
+        rope=RotaryConfig(axes_dims=(4, 6, 6)),
+        text_cross_attention_blocks=(),
+        num_dual_blocks=num_dual,
+        num_single_blocks=1,
+        mlp_ratio=mlp / dim,
+    )
+    branch = MMDiTBranch(config)
+    widths = [b.latent_mlp.fc1.out_features for b in branch.dual_blocks]
+    widths += [b.mlp_dim for b in branch.single_blocks]
+    widths += [b.mlp.fc1.out_features for b in branch.text_embed.blocks]
+    assert set(widths) == {mlp}
+    exported = export_hunyuan_state_dict(branch, fmt)
+    again = infer_hunyuan_branch_config(exported, rope=config.rope)
+    assert mlp_hidden_dim(again.dim, again.mlp_ratio) == mlp
+    rebuilt = MMDiTBranch(again)
+    assert load_hunyuan_video_weights(rebuilt, exported).ok
+    for name, value in branch.state_dict().items():
+        assert torch.equal(rebuilt.state_dict()[name], value), name
+
+
+def test_mlp_hidden_dim_keeps_the_official_sizes_and_rejects_bad_ratios():
+    assert mlp_hidden_dim(3072, 4.0) == 12288  # HunyuanVideo
+    assert mlp_hidden_dim(32, 4.0) == 128
+    assert mlp_hidden_dim(5, 0.5) == 3  # halves round up
+    with torch.device("meta"):
+        assert DualStreamBlock(dim=3072, num_heads=24).latent_mlp.fc1.out_features == 12288
+        assert SingleStreamBlock(dim=3072, num_heads=24).qkv_mlp_in.out_features == 3 * 3072 + 12288
+        assert TokenRefinerBlock(dim=3072, num_heads=24).mlp.fc1.out_features == 12288
+    with pytest.raises(ValueError, match="mlp_ratio must be a positive number; got 0"):
+        mlp_hidden_dim(32, 0)
+    with pytest.raises(ValueError, match="gives no MLP hidden unit for dim 32"):
+        mlp_hidden_dim(32, 0.01)

@@ -6,7 +6,8 @@ sees ``T_a`` audio latents for the same clip (44.1 kHz, hop 1024). Three selecta
 same instant get the same temporal rotary phase:
 
 - ``RATIO`` (the paper): audio token k at ``k * T_v / T_a``, video latent j at ``j``. The ratio comes
-  from the clip (21/218 for 81 frames at 16 fps), never a constant.
+  from the clip (21/218 for 81 frames at 16 fps), never a constant; an audio reference placed before
+  the clip uses the clip's ratio too (``clip_num_audio_tokens`` of :func:`audio_positions`).
 - ``SECONDS`` (LTX-2 style): every token at its real time, for any clip length; audio token k at
   ``k / audio_tokens_per_second``; video latent times from fps and the causal VAE
   (:func:`video_latent_times`). Optionally expressed in video-latent units instead of seconds.
@@ -176,25 +177,42 @@ def audio_positions(
     num_video_latents: int | None = None,
     audio_tokens_per_second: float | None = None,
     video_latents_per_second: float | None = None,
+    clip_num_audio_tokens: int | None = None,
     t_offset: float = 0.0,
     device: torch.device | str | None = None,
 ) -> Tensor:
-    """Positions of ``T_a`` consecutive audio latents (token k starts at sample ``k * hop``).
+    """Positions of ``num_audio_tokens`` consecutive audio latents (token k starts at sample ``k * hop``).
 
     Per policy (arguments a policy does not use must stay ``None``):
 
-    - ``RATIO``: needs ``num_video_latents`` (T_v of the same clip); ``t_k = k * T_v / T_a``.
+    - ``RATIO``: needs ``num_video_latents`` (T_v of the clip); ``t_k = k * T_v / T_a`` where
+      ``T_a = clip_num_audio_tokens`` (the clip's audio token count; default: ``num_audio_tokens``,
+      i.e. these tokens *are* the clip).
     - ``SECONDS``: needs ``audio_tokens_per_second`` (``sample_rate / hop``, 44100/1024 = 43.07);
       ``t_k = k / audio_tokens_per_second`` seconds, times ``video_latents_per_second`` if given
       (use the same value in :func:`video_seconds_positions`).
     - ``TEMPORAL_CHANNELS_ONLY``: ``RATIO`` times as ``(t_k, 0, 0)`` for the video's axis split.
 
-    ``t_offset`` is added to every temporal position, in the policy's units (e.g. to place an
-    audio reference before the generated clip).
+    ``t_offset`` is added to every temporal position, in the policy's units.
+
+    Placing an in-context audio reference of ``R`` tokens just before a clip of ``T_v`` video latents
+    and ``T_a`` audio tokens (eq. 8): the reference must be spaced like the clip's audio, so pass the
+    clip's counts, not the reference's::
+
+        r = temporal_ratio(T_v, T_a)
+        audio_positions(R, alignment=RATIO, num_video_latents=T_v, clip_num_audio_tokens=T_a,
+                        t_offset=-R * r)          # t_k = (k - R) * T_v / T_a, k = 0 .. R-1
+
+    Under ``SECONDS`` the spacing depends on no token count: ``t_offset = -R / audio_tokens_per_second``
+    (times ``video_latents_per_second`` if given).
+
+    Raises:
+        ValueError: a count is not a positive int, an argument the policy needs is missing or one it
+            does not use is given, ``t_offset`` is not finite.
 
     Returns:
-        float32 ``[T_a, 1]`` for ``RATIO`` and ``SECONDS`` (use with :func:`audio_rotary_config`),
-        ``[T_a, 3]`` for ``TEMPORAL_CHANNELS_ONLY``.
+        float32 ``[num_audio_tokens, 1]`` for ``RATIO`` and ``SECONDS`` (use with
+        :func:`audio_rotary_config`), ``[num_audio_tokens, 3]`` for ``TEMPORAL_CHANNELS_ONLY``.
     """
     n = _positive_int("num_audio_tokens", num_audio_tokens)
     if not isinstance(alignment, AudioTimeAlignment):
@@ -202,8 +220,12 @@ def audio_positions(
     t_offset = _finite_real("t_offset", t_offset)
     k = torch.arange(n, dtype=torch.float64, device=device)
     if alignment is AudioTimeAlignment.SECONDS:
-        if num_video_latents is not None:
-            raise ValueError(f"num_video_latents: not used by alignment=SECONDS, got {num_video_latents!r}")
+        for name, value in (
+            ("num_video_latents", num_video_latents),
+            ("clip_num_audio_tokens", clip_num_audio_tokens),
+        ):
+            if value is not None:
+                raise ValueError(f"{name}: not used by alignment=SECONDS, got {value!r}")
         if audio_tokens_per_second is None:
             raise ValueError("audio_tokens_per_second: required by alignment=SECONDS, got None")
         rate = _positive_real("audio_tokens_per_second", audio_tokens_per_second)
@@ -220,8 +242,14 @@ def audio_positions(
                 raise ValueError(f"{name}: not used by alignment={alignment.name}, got {value!r}")
         if num_video_latents is None:
             raise ValueError(f"num_video_latents: required by alignment={alignment.name}, got None")
-        # Paper section 3.1: audio RoPE scaled by T_v / T_a (21/218) onto the video's latent time axis.
-        times = k * temporal_ratio(num_video_latents, n)
+        clip_audio = (
+            n
+            if clip_num_audio_tokens is None
+            else _positive_int("clip_num_audio_tokens", clip_num_audio_tokens)
+        )
+        # Paper section 3.1: audio RoPE scaled by T_v / T_a (21/218) onto the video's latent time axis;
+        # T_a is the clip's count, also for a reference placed before the clip.
+        times = k * temporal_ratio(num_video_latents, clip_audio)
     times = (times + t_offset).to(torch.float32)[:, None]
     if alignment is AudioTimeAlignment.TEMPORAL_CHANNELS_ONLY:
         return torch.cat((times, times.new_zeros(n, 2)), dim=1)

@@ -8,6 +8,7 @@ from skyreels_mmdit_blocks.av_cross_attention import (
     AudioVideoCrossAttention,
     AVExchangeOrder,
     CrossModalAttention,
+    key_mask_from_bool,
 )
 from skyreels_mmdit_blocks.block_context import BlockContext, BlockState, Rotary
 from skyreels_mmdit_blocks.branch import BranchInputs, MMDiTBranch
@@ -18,7 +19,7 @@ from skyreels_mmdit_blocks.condition_embed import (
     sinusoidal_timestep_embedding,
 )
 from skyreels_mmdit_blocks.dual_stream import DualStreamBlock
-from skyreels_mmdit_blocks.feed_forward import Activation, FeedForward
+from skyreels_mmdit_blocks.feed_forward import Activation, FeedForward, mlp_hidden_dim
 from skyreels_mmdit_blocks.final_layer import FinalLayer
 from skyreels_mmdit_blocks.hunyuan_checkpoint import (
     ImportReport,
@@ -103,8 +104,10 @@ __all__ = [
     "hunyuan_name_rules",
     "infer_hunyuan_branch_config",
     "joint_preset",
+    "key_mask_from_bool",
     "load_hunyuan_video_weights",
     "masked_mean",
+    "mlp_hidden_dim",
     "modulate",
     "parameter_counts",
     "patchify_video",

@@ -13,6 +13,12 @@ Transformer``: video tokens at their latent frame, audio tokens at their frame s
 latent units), and a zero-initialised output projection, so adding the exchange to a pretrained
 text-to-video model changes nothing until training moves it.
 
+Key masks: a token masked as a key of its own branch (``latent_key_mask`` False: padding, hidden
+tokens) is never read by the other modality either. ``key_mask_from_bool`` turns a bool ``[B, L]``
+key mask into the cheapest attention mask (key padding when the valid keys are a prefix, which the
+flash backend runs; dense otherwise). A query with no valid key gets a zero attention output, so its
+update is the output projection's bias only.
+
 Shape legend: B batch, Lv video tokens, La audio tokens, D width, H heads.
 """
 
@@ -23,12 +29,14 @@ import enum
 import torch
 from torch import nn
 
-from skyreels_attention import AttentionConfig, AttentionKernel
+from skyreels_attention import AttentionConfig, AttentionKernel, DenseMask, KeyPaddingMask
 from skyreels_mmdit_blocks.block_context import Rotary
 from skyreels_mmdit_blocks.multihead import HeadRMSNorm, merge_heads, split_heads
 from skyreels_mmdit_blocks.rotary import rotate_prefix
 
-__all__ = ["AVExchangeOrder", "AudioVideoCrossAttention", "CrossModalAttention"]
+__all__ = ["AVExchangeOrder", "AudioVideoCrossAttention", "CrossModalAttention", "key_mask_from_bool"]
+
+KeyMask = KeyPaddingMask | DenseMask
 
 
 class AVExchangeOrder(enum.Enum):
@@ -36,6 +44,31 @@ class AVExchangeOrder(enum.Enum):
 
     SEQUENTIAL = "sequential"  # the paper: audio reads video, then video reads the *updated* audio
     PARALLEL = "parallel"  # both read the states from before the exchange
+
+
+def key_mask_from_bool(
+    keys_BL: torch.Tensor | None, *, name: str = "key_mask"
+) -> KeyPaddingMask | DenseMask | None:
+    """bool ``[B, L]`` (True = may be attended as a key) -> the attention mask for those keys.
+
+    None when every key is valid (no mask at all), ``KeyPaddingMask`` when each row's valid keys are
+    a prefix, else a dense bool ``[B, 1, 1, L]`` mask. Inspecting the values costs one host sync, so
+    call it once per forward, not per layer.
+    """
+    if keys_BL is None:
+        return None
+    if not isinstance(keys_BL, torch.Tensor) or keys_BL.dtype != torch.bool or keys_BL.ndim != 2:
+        got = (
+            f"{keys_BL.dtype} {tuple(keys_BL.shape)}" if isinstance(keys_BL, torch.Tensor) else type(keys_BL)
+        )
+        raise ValueError(f"{name} must be a bool tensor [B, L]; got {got}")
+    if bool(keys_BL.all()):
+        return None
+    lengths = keys_BL.sum(dim=1)
+    prefix = torch.arange(keys_BL.shape[1], device=keys_BL.device)[None, :] < lengths[:, None]
+    if torch.equal(prefix, keys_BL):
+        return KeyPaddingMask(valid_lengths=lengths)
+    return DenseMask(keys_BL[:, None, None, :])
 
 
 class CrossModalAttention(nn.Module):
@@ -64,14 +97,20 @@ class CrossModalAttention(nn.Module):
         *,
         x_rotary: Rotary | None,
         context_rotary: Rotary | None,
+        context_mask: KeyMask | None = None,
     ) -> torch.Tensor:
-        """x [B, L, D] reads context [B, S, D] -> updated x [B, L, D] (residual included)."""
+        """x [B, L, D] reads context [B, S, D] -> updated x [B, L, D] (residual included).
+
+        ``x_rotary`` / ``context_rotary`` need one row per token of ``x`` / ``context``.
+        ``context_mask``: which context tokens may be read (key padding over S, or a dense mask
+        broadcastable to ``[B, H, L, S]``, see ``key_mask_from_bool``); None = all.
+        """
         q = self.q_norm(split_heads(self.q(self.query_norm(x_BLD)), self.num_heads))
         k, v = self.kv(self.context_norm(context_BSD)).chunk(2, dim=-1)
         k = self.k_norm(split_heads(k, self.num_heads))
-        q = rotate_prefix(q, x_rotary)
-        k = rotate_prefix(k, context_rotary)
-        out = self.attention(q, k, split_heads(v, self.num_heads))
+        q = rotate_prefix(q, x_rotary, num_latent=x_BLD.shape[1], name="x_rotary")
+        k = rotate_prefix(k, context_rotary, num_latent=context_BSD.shape[1], name="context_rotary")
+        out = self.attention(q, k, split_heads(v, self.num_heads), mask=context_mask)
         return x_BLD + self.out(merge_heads(out))
 
 
@@ -100,13 +139,27 @@ class AudioVideoCrossAttention(nn.Module):
         *,
         video_rotary: Rotary | None,
         audio_rotary: Rotary | None,
+        video_key_mask: KeyMask | None = None,
+        audio_key_mask: KeyMask | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """video [B, Lv, D], audio [B, La, D] -> (video', audio'), same shapes."""
+        """video [B, Lv, D], audio [B, La, D] -> (video', audio'), same shapes.
+
+        ``video_key_mask``: video tokens the audio may read (over Lv); ``audio_key_mask``: audio
+        tokens the video may read (over La). None = all; build them with ``key_mask_from_bool``.
+        """
         new_audio = self.audio_from_video(
-            audio_BSD, video_BLD, x_rotary=audio_rotary, context_rotary=video_rotary
+            audio_BSD,
+            video_BLD,
+            x_rotary=audio_rotary,
+            context_rotary=video_rotary,
+            context_mask=video_key_mask,
         )
         audio_read = new_audio if self.order is AVExchangeOrder.SEQUENTIAL else audio_BSD
         new_video = self.video_from_audio(
-            video_BLD, audio_read, x_rotary=video_rotary, context_rotary=audio_rotary
+            video_BLD,
+            audio_read,
+            x_rotary=video_rotary,
+            context_rotary=audio_rotary,
+            context_mask=audio_key_mask,
         )
         return new_video, new_audio

@@ -46,7 +46,7 @@ class MMDiTBranchConfig:
         text_dim: width of the text-encoder states (4096 for HunyuanVideo's LLM encoder).
         pooled_text_dim: width of the pooled text vector (768 for CLIP), or None for none.
         rope: RoPE axis split and base; ``sum(axes_dims)`` must equal the head dim.
-        mlp_ratio: MLP hidden width / D.
+        mlp_ratio: MLP hidden width / D; the width is ``mlp_hidden_dim(D, mlp_ratio)`` (rounded).
         guidance_embedding: embed a distilled-guidance scale (then ``guidance`` is required).
         text_embedding: token refiner (HunyuanVideo) or a single linear projection.
         num_refiner_blocks: token refiner depth (HunyuanVideo: 2).

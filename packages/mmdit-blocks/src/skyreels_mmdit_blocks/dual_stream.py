@@ -21,7 +21,7 @@ from torch import nn
 
 from skyreels_attention import AttentionConfig, AttentionKernel
 from skyreels_mmdit_blocks.block_context import BlockContext, BlockState
-from skyreels_mmdit_blocks.feed_forward import Activation, FeedForward
+from skyreels_mmdit_blocks.feed_forward import Activation, FeedForward, mlp_hidden_dim
 from skyreels_mmdit_blocks.modulation import Modulation, modulate
 from skyreels_mmdit_blocks.multihead import HeadRMSNorm, merge_heads, split_heads
 from skyreels_mmdit_blocks.rotary import rotate_prefix
@@ -56,7 +56,7 @@ class DualStreamBlock(nn.Module):
     Args:
         dim: width D (= num_heads · head_dim).
         num_heads: attention heads H.
-        mlp_ratio: MLP hidden width / D (4 in HunyuanVideo).
+        mlp_ratio: MLP hidden width / D (4 in HunyuanVideo); width ``mlp_hidden_dim(dim, mlp_ratio)``.
         text_cross_attention: add eq. 4's text cross-attention after self-attention.
         attention: skyreels-attention backend choice, fixed at construction (None = automatic).
     """
@@ -73,7 +73,7 @@ class DualStreamBlock(nn.Module):
         super().__init__()
         if dim % num_heads != 0:
             raise ValueError(f"dim must be divisible by num_heads; got dim={dim}, num_heads={num_heads}")
-        mlp_dim = int(dim * mlp_ratio)
+        mlp_dim = mlp_hidden_dim(dim, mlp_ratio)
         self.attention = AttentionKernel(attention)
         self.latent_modulation = Modulation(dim, 6)
         self.text_modulation = Modulation(dim, 6)
@@ -101,7 +101,8 @@ class DualStreamBlock(nn.Module):
 
         q_x, k_x, v_x = self.latent_attn(modulate(_layer_norm(latent_BLD), shift_a, scale_a))
         q_t, k_t, v_t = self.text_attn(modulate(_layer_norm(text_BTD), t_shift_a, t_scale_a))
-        q_x, k_x = rotate_prefix(q_x, ctx.rotary), rotate_prefix(k_x, ctx.rotary)
+        q_x = rotate_prefix(q_x, ctx.rotary, num_latent=num_latent, name="ctx.rotary")
+        k_x = rotate_prefix(k_x, ctx.rotary, num_latent=num_latent, name="ctx.rotary")
 
         out = self.attention(
             torch.cat([q_x, q_t], dim=1),

@@ -20,6 +20,7 @@ import enum
 from dataclasses import dataclass
 
 from skyreels_mmdit_blocks.branch_config import MMDiTBranchConfig
+from skyreels_mmdit_blocks.feed_forward import mlp_hidden_dim
 
 __all__ = ["CheckpointFormat", "NameRule", "Transform", "hunyuan_name_rules"]
 
@@ -67,7 +68,7 @@ def hunyuan_name_rules(config: MMDiTBranchConfig, fmt: CheckpointFormat) -> list
     """Every rule for a branch of this config (refiner text embedding required; no new layers)."""
     if not isinstance(fmt, CheckpointFormat):
         raise TypeError(f"fmt must be a CheckpointFormat; got {fmt!r}")
-    dim, mlp = config.dim, int(config.dim * config.mlp_ratio)
+    dim, mlp = config.dim, mlp_hidden_dim(config.dim, config.mlp_ratio)
     qkv, qkv_mlp = (dim, dim, dim), (dim, dim, dim, mlp)
     official = fmt is CheckpointFormat.OFFICIAL
     r: list[NameRule] = []

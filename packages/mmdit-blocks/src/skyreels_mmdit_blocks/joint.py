@@ -10,8 +10,10 @@ mapping, between attention and feed-forward (ARCHITECTURE.md 4):
     v, a = feed_forward_stage(v''), feed_forward_stage(a'')
 
 Only the generated tokens take part in the exchange; in-context reference tokens (eq. 8) pass through
-it untouched and are dropped from the output by index. The exchange's RoPE uses each token's time
-only: video tokens at their latent frame, audio tokens at ``k · T_v / T_a`` (paper: 21/218).
+it untouched and are dropped from the output by index. A generated token masked as a key of its own
+branch (``video_key_mask`` / ``audio_key_mask`` False) is not read by the other modality either.
+The exchange's RoPE uses each token's time only: video tokens at their latent frame, audio tokens at
+``k · T_v / T_a`` (paper: 21/218).
 Both exchange directions start at zero, so the video output of a joint model whose video branch holds
 text-to-video weights equals that branch's output exactly.
 
@@ -27,9 +29,15 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from skyreels_av_rope import AudioTimeAlignment, RotaryEmbedding, audio_positions, cross_modal_time_rope
-from skyreels_av_rope import time_only_positions as _time_only
-from skyreels_mmdit_blocks.av_cross_attention import AudioVideoCrossAttention
+from skyreels_attention import DenseMask, KeyPaddingMask
+from skyreels_av_rope import (
+    AudioTimeAlignment,
+    RotaryEmbedding,
+    audio_positions,
+    cross_modal_time_rope,
+    temporal_ratio,
+)
+from skyreels_mmdit_blocks.av_cross_attention import AudioVideoCrossAttention, key_mask_from_bool
 from skyreels_mmdit_blocks.block_context import Rotary
 from skyreels_mmdit_blocks.branch import BranchInputs, MMDiTBranch
 from skyreels_mmdit_blocks.joint_config import JointAudioVideoTransformerConfig
@@ -106,7 +114,9 @@ class JointAudioVideoTransformer(nn.Module):
             video_reference_latents, audio_reference_latents: in-context references (eq. 8).
             video_positions, audio_positions: RoPE position overrides (references first); audio
                 positions are required under ``audio_alignment=SECONDS``.
-            video_key_mask, audio_key_mask: bool ``[B, R + L]`` latent key masks (``MMDiTBranch``).
+            video_key_mask, audio_key_mask: bool ``[B, R + L]`` latent key masks (``MMDiTBranch``):
+                False = never attended as a key, neither by its own branch nor, for generated
+                tokens, by the other modality in eq. 5.
         """
         cfg = self.config
         for name, value in (("video_latents", video_latents), ("audio_latents", audio_latents)):
@@ -149,6 +159,15 @@ class JointAudioVideoTransformer(nn.Module):
             rope=self.exchange_rope,
         )
         rotaries = (Rotary(*video_rotary), Rotary(*audio_rotary))
+        # Eq. 5 sees generated tokens only, so its key masks drop the reference prefix (embed has
+        # validated both as bool [B, R + L]). Built once here: choosing the mask type is a host sync.
+        exchange_masks = tuple(
+            None if keys is None else key_mask_from_bool(keys[:, inputs.num_reference :], name=name)
+            for keys, inputs, name in (
+                (video_key_mask, video, "video_key_mask"),
+                (audio_key_mask, audio, "audio_key_mask"),
+            )
+        )
 
         v_latent, v_text, a_latent, a_text = video.latent, video.text, audio.latent, audio.text
         next_video = next_audio = 0
@@ -157,7 +176,7 @@ class JointAudioVideoTransformer(nn.Module):
                 v_latent, v_text = self.video.run_block(i, v_latent, v_text, video.context)
             for i in range(next_audio, audio_index):
                 a_latent, a_text = self.audio.run_block(i, a_latent, a_text, audio.context)
-            step_args = (k, v_latent, v_text, a_latent, a_text, video, audio, rotaries)
+            step_args = (k, v_latent, v_text, a_latent, a_text, video, audio, rotaries, exchange_masks)
             checkpointed = (
                 video_index in self.video.checkpointed_blocks or audio_index in self.audio.checkpointed_blocks
             )
@@ -184,6 +203,7 @@ class JointAudioVideoTransformer(nn.Module):
         video: BranchInputs,
         audio: BranchInputs,
         rotaries: tuple[Rotary, Rotary],
+        exchange_masks: tuple[KeyPaddingMask | DenseMask | None, KeyPaddingMask | DenseMask | None],
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Exchange ``k``: both paired blocks' attention stages, eq. 5, both feed-forward stages."""
         video_index, audio_index = self.config.exchange_pairs[k]
@@ -192,7 +212,12 @@ class JointAudioVideoTransformer(nn.Module):
         a_state = audio_block.attention_stage(a_latent, a_text, audio.context)
         rv, ra = video.num_reference, audio.num_reference
         new_video, new_audio = self.exchanges[k](
-            v_state.latent[:, rv:], a_state.latent[:, ra:], video_rotary=rotaries[0], audio_rotary=rotaries[1]
+            v_state.latent[:, rv:],
+            a_state.latent[:, ra:],
+            video_rotary=rotaries[0],
+            audio_rotary=rotaries[1],
+            video_key_mask=exchange_masks[0],
+            audio_key_mask=exchange_masks[1],
         )
         if rv:
             new_video = torch.cat([v_state.latent[:, :rv], new_video], dim=1)
@@ -206,7 +231,7 @@ class JointAudioVideoTransformer(nn.Module):
         self, video: BranchInputs, audio_latents: torch.Tensor, audio_reference_latents: torch.Tensor | None
     ) -> torch.Tensor:
         """Audio positions on the video's latent time axis: ``k · T_v / T_a`` (paper 3.1), references at
-        ``(k - R_a) · T_v / T_a`` just before the clip."""
+        ``(k - R_a) · T_v / T_a`` just before the clip (spaced like the clip's audio)."""
         alignment = self.config.audio_alignment
         if alignment is AudioTimeAlignment.SECONDS:
             raise ValueError(
@@ -225,9 +250,26 @@ class JointAudioVideoTransformer(nn.Module):
         )
         if audio_reference_latents is None:
             return positions
+        if (
+            not isinstance(audio_reference_latents, torch.Tensor)
+            or audio_reference_latents.ndim != 3
+            or audio_reference_latents.shape[-1] < patch
+        ):
+            got = (
+                tuple(audio_reference_latents.shape)
+                if isinstance(audio_reference_latents, torch.Tensor)
+                else type(audio_reference_latents).__name__
+            )
+            raise ValueError(
+                f"audio_reference_latents must be [B, C, La_ref] with La_ref >= {patch}; got {got}"
+            )
         num_reference = audio_reference_latents.shape[-1] // patch
-        times = (
-            torch.arange(num_reference, dtype=torch.float64, device=positions.device) - num_reference
-        ) * (num_video / num_audio)
-        references = _time_only(times.to(torch.float32)[:, None], positions.shape[-1])
+        references = audio_positions(
+            num_reference,
+            alignment=alignment,
+            num_video_latents=num_video,
+            clip_num_audio_tokens=num_audio,
+            t_offset=-num_reference * temporal_ratio(num_video, num_audio),
+            device=audio_latents.device,
+        )
         return torch.cat([references, positions], dim=0)

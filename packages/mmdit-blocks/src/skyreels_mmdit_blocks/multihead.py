@@ -25,8 +25,10 @@ def merge_heads(x_BLHK: torch.Tensor) -> torch.Tensor:
 class HeadRMSNorm(nn.Module):
     """RMSNorm over the last axis (one head's channels) with a learned gain, eps 1e-6.
 
-    The statistics are computed in float32 and cast back before the gain, as HunyuanVideo does, so
-    that bf16 activations are normalised as accurately as fp32 ones.
+    Computed in float32 -- statistics *and* gain -- and returned in ``x``'s dtype. Returning x's dtype
+    matters under ``torch.autocast`` (Lightning's bf16-mixed): the gain stays a float32 parameter
+    there, and multiplying a bf16 activation by it would promote q and k back to float32 while v
+    (straight from a Linear) stays bf16, which the attention call rejects.
     """
 
     def __init__(self, head_dim: int, *, eps: float = 1e-6) -> None:
@@ -37,4 +39,4 @@ class HeadRMSNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x32 = x.float()
         normed = x32 * torch.rsqrt(x32.pow(2).mean(dim=-1, keepdim=True) + self.eps)
-        return normed.to(x.dtype) * self.weight
+        return (normed * self.weight.float()).to(x.dtype)

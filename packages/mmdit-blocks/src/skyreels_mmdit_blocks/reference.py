@@ -60,11 +60,16 @@ def _time_rope(x: torch.Tensor, times: torch.Tensor, theta: float) -> torch.Tens
 def reference_softmax_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_valid: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """softmax(q kᵀ/√Dh) v over [B, L, H, Dh]; ``key_valid`` bool [B, Lk] (False = ignored)."""
+    """softmax(q kᵀ/√Dh) v over [B, L, H, Dh]; ``key_valid`` bool [B, Lk] (False = ignored).
+
+    A sample with no valid key gets zeros (the attention API's rule), not the NaN of softmax(-inf).
+    """
     logits = torch.einsum("bqhd,bkhd->bhqk", q, k) / q.shape[-1] ** 0.5
-    if key_valid is not None:
-        logits = logits.masked_fill(~key_valid[:, None, None, :], float("-inf"))
-    return torch.einsum("bhqk,bkhd->bqhd", torch.softmax(logits, dim=-1), v)
+    if key_valid is None:
+        return torch.einsum("bhqk,bkhd->bqhd", torch.softmax(logits, dim=-1), v)
+    logits = logits.masked_fill(~key_valid[:, None, None, :], float("-inf"))
+    weights = torch.softmax(logits, dim=-1).nan_to_num(0.0)
+    return torch.einsum("bhqk,bkhd->bqhd", weights, v)
 
 
 def reference_text_cross_attention(
@@ -94,15 +99,19 @@ def reference_cross_modal_attention(
     x_times: torch.Tensor,
     context_times: torch.Tensor,
     theta: float,
+    context_valid: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """One direction of eq. 5 in float64 with a time-only RoPE over the whole head dim."""
+    """One direction of eq. 5 in float64 with a time-only RoPE over the whole head dim.
+
+    ``context_valid``: bool [B, S], context tokens that may be read (None = all).
+    """
     x64, c64 = _f64(x), _f64(context)
     h, d = module.num_heads, x.shape[-1]
     q = _rms(_heads(_linear(_layer_norm(x64, module.query_norm), module.q), h), module.q_norm.weight, 1e-6)
     kv = _linear(_layer_norm(c64, module.context_norm), module.kv)
     k = _rms(_heads(kv[..., :d], h), module.k_norm.weight, 1e-6)
     q, k = _time_rope(q, x_times, theta), _time_rope(k, context_times, theta)
-    out = reference_softmax_attention(q, k, _heads(kv[..., d:], h))
+    out = reference_softmax_attention(q, k, _heads(kv[..., d:], h), context_valid)
     return x64 + _linear(out.reshape(x64.shape), module.out)
 
 
@@ -114,13 +123,30 @@ def reference_av_exchange(
     video_times: torch.Tensor,
     audio_times: torch.Tensor,
     theta: float,
+    video_valid: torch.Tensor | None = None,
+    audio_valid: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Eq. 5 in float64: (video', audio') in the module's order."""
+    """Eq. 5 in float64: (video', audio') in the module's order.
+
+    ``video_valid`` [B, Lv] / ``audio_valid`` [B, La]: bool, the tokens the other modality may read.
+    """
     new_audio = reference_cross_modal_attention(
-        module.audio_from_video, audio, video, x_times=audio_times, context_times=video_times, theta=theta
+        module.audio_from_video,
+        audio,
+        video,
+        x_times=audio_times,
+        context_times=video_times,
+        theta=theta,
+        context_valid=video_valid,
     )
     read = new_audio if module.order is AVExchangeOrder.SEQUENTIAL else _f64(audio)
     new_video = reference_cross_modal_attention(
-        module.video_from_audio, video, read, x_times=video_times, context_times=audio_times, theta=theta
+        module.video_from_audio,
+        video,
+        read,
+        x_times=video_times,
+        context_times=audio_times,
+        theta=theta,
+        context_valid=audio_valid,
     )
     return new_video, new_audio

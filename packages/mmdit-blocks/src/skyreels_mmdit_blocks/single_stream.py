@@ -20,6 +20,7 @@ from torch import nn
 
 from skyreels_attention import AttentionConfig, AttentionKernel
 from skyreels_mmdit_blocks.block_context import BlockContext, BlockState
+from skyreels_mmdit_blocks.feed_forward import mlp_hidden_dim
 from skyreels_mmdit_blocks.modulation import Modulation, modulate
 from skyreels_mmdit_blocks.multihead import HeadRMSNorm, merge_heads, split_heads
 from skyreels_mmdit_blocks.rotary import rotate_prefix
@@ -47,7 +48,7 @@ class SingleStreamBlock(nn.Module):
         if dim % num_heads != 0:
             raise ValueError(f"dim must be divisible by num_heads; got dim={dim}, num_heads={num_heads}")
         self.dim = dim
-        self.mlp_dim = int(dim * mlp_ratio)
+        self.mlp_dim = mlp_hidden_dim(dim, mlp_ratio)
         self.num_heads = num_heads
         self.attention = AttentionKernel(attention)
         self.modulation = Modulation(dim, 3)
@@ -72,8 +73,8 @@ class SingleStreamBlock(nn.Module):
 
         qkv, mlp = self.qkv_mlp_in(hidden).split([3 * self.dim, self.mlp_dim], dim=-1)
         q, k, v = (split_heads(t, self.num_heads) for t in qkv.chunk(3, dim=-1))
-        q = rotate_prefix(self.q_norm(q), ctx.rotary)
-        k = rotate_prefix(self.k_norm(k), ctx.rotary)
+        q = rotate_prefix(self.q_norm(q), ctx.rotary, num_latent=num_latent, name="ctx.rotary")
+        k = rotate_prefix(self.k_norm(k), ctx.rotary, num_latent=num_latent, name="ctx.rotary")
         out = self.attention(q, k, v, mask=ctx.joint_mask)
 
         update = self.attn_mlp_out(

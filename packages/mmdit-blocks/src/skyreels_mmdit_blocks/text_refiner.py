@@ -23,7 +23,7 @@ from skyreels_mmdit_blocks.condition_embed import (
     EmbeddingMLP,
     sinusoidal_timestep_embedding,
 )
-from skyreels_mmdit_blocks.feed_forward import Activation, FeedForward
+from skyreels_mmdit_blocks.feed_forward import Activation, FeedForward, mlp_hidden_dim
 from skyreels_mmdit_blocks.modulation import Modulation
 from skyreels_mmdit_blocks.multihead import merge_heads, split_heads
 
@@ -52,7 +52,7 @@ class TokenRefinerBlock(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim)
         self.out = nn.Linear(dim, dim)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
-        self.mlp = FeedForward(dim, int(dim * mlp_ratio), activation=Activation.SILU)
+        self.mlp = FeedForward(dim, mlp_hidden_dim(dim, mlp_ratio), activation=Activation.SILU)
         self.gates = Modulation(dim, 2, zero_init=True)
 
     def forward(

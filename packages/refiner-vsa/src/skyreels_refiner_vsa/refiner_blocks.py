@@ -137,7 +137,7 @@ def _dual_attention_stage(
     )
     q_x, k_x, v_x = block.latent_attn(normed)
     q_t, k_t, v_t = block.text_attn(text_normed)
-    q_x, k_x = _rotate(q_x, ctx), _rotate(k_x, ctx)
+    q_x, k_x = _rotate(q_x, ctx, num_latent), _rotate(k_x, ctx, num_latent)
 
     r, n = layout.num_reference, num_latent - layout.num_reference
     out = vsa_joint_attention(
@@ -172,8 +172,8 @@ def _single_attention_stage(
 
     qkv, mlp = block.qkv_mlp_in(hidden).split([3 * block.dim, block.mlp_dim], dim=-1)
     q, k, v = (x.unflatten(-1, (block.num_heads, -1)) for x in qkv.chunk(3, dim=-1))
-    q = _rotate(block.q_norm(q), ctx)
-    k = _rotate(block.k_norm(k), ctx)
+    q = _rotate(block.q_norm(q), ctx, num_latent)
+    k = _rotate(block.k_norm(k), ctx, num_latent)
     r, n = layout.num_reference, num_latent - layout.num_reference
     out = vsa_joint_attention(vsa, q, k, v, layout=layout, gate_input=hidden[:, r : r + n], ctx=ctx)
 
@@ -187,9 +187,10 @@ def _single_attention_stage(
     return BlockState(latent_BLD, text_BTD)
 
 
-def _rotate(x_BLHK: Tensor, ctx: BlockContext) -> Tensor:
-    """RoPE on the latent prefix (references and grid), as the blocks do."""
-    return rotate_prefix(x_BLHK, ctx.rotary)
+def _rotate(x_BLHK: Tensor, ctx: BlockContext, num_latent: int) -> Tensor:
+    """RoPE on the latent prefix (references and grid), as the blocks do; the table must have one
+    row per latent token."""
+    return rotate_prefix(x_BLHK, ctx.rotary, num_latent=num_latent, name="ctx.rotary")
 
 
 def vsa_attention_stage(
