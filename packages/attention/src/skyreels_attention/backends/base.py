@@ -8,6 +8,7 @@ dispatcher never guesses: an explicitly requested backend with reasons raises, l
 from __future__ import annotations
 
 import abc
+import contextlib
 from dataclasses import dataclass, field
 
 import torch
@@ -16,6 +17,17 @@ from torch import Tensor
 from ..masks import AttentionMask, MaskKind, mask_kind
 
 __all__ = ["AttentionBackend", "BackendCapabilities", "Capabilities"]
+
+
+def autocast_off(device: torch.device) -> contextlib.AbstractContextManager[None]:
+    """Autocast disabled for `device`'s type (a no-op where autocast does not exist).
+
+    The references promise float32 (float64) math; under `torch.autocast` their matmuls would
+    otherwise run in the autocast dtype even on float32 operands.
+    """
+    if torch.amp.is_autocast_available(device.type):
+        return torch.autocast(device_type=device.type, enabled=False)
+    return contextlib.nullcontext()
 
 
 def dtype_name(dtype: torch.dtype) -> str:

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from ..masks import AttentionMask, MaskKind
-from .base import AttentionBackend, BackendCapabilities
+from .base import AttentionBackend, BackendCapabilities, autocast_off
 
 __all__ = ["ReferenceBackend", "naive_attention"]
 
@@ -67,4 +67,5 @@ class ReferenceBackend(AttentionBackend):
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, mask: AttentionMask | None, scale: float) -> Tensor:
         compute = torch.float64 if q.dtype == torch.float64 else torch.float32
-        return naive_attention(q, k, v, mask, scale, compute_dtype=compute)
+        with autocast_off(q.device):
+            return naive_attention(q, k, v, mask, scale, compute_dtype=compute)

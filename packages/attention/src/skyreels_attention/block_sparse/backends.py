@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from ..api import BackendUnavailableError
-from ..backends.base import Capabilities
+from ..backends.base import Capabilities, autocast_off
 from .cpp import block_sparse_attention_cpp, cpp_kernel_error
 from .flex import block_sparse_attention_flex, flex_import_error
 from .gather import block_sparse_attention_gather
@@ -140,7 +140,8 @@ class TorchBlockSparse(BlockSparseBackend):
         return "any"
 
     def run(self, inputs: BlockSparseInputs) -> Tensor:
-        return block_sparse_attention_reference(*_tensors(inputs), **_options(inputs))
+        with autocast_off(inputs.q.device):  # fp32 math also under torch.autocast
+            return block_sparse_attention_reference(*_tensors(inputs), **_options(inputs))
 
 
 class GatherBlockSparse(BlockSparseBackend):
