@@ -5,8 +5,9 @@ PyTorch's own BLAS, online softmax with a vectorised exp) instead of gathering t
 limits the `gather` backend on CPUs. It is compiled on first use with `torch.utils.cpp_extension`
 (a C++ compiler and `ninja` are needed; about 10 s once, then cached under `TORCH_EXTENSIONS_DIR`,
 default `~/.cache/torch_extensions`). The build is specific to this CPU (`-march=native`): its
-name carries a digest of the source, the compiler flags, the torch version and the CPU's model and
-flags, so a shared cache never hands one machine another machine's binary.
+name carries a digest of the source, the compiler flags, the torch and Python versions and the
+CPU's model and flags, so a shared cache never hands one machine another machine's binary. A line
+on stderr says when a compile starts.
 
 `SKYREELS_ATTENTION_NO_CPP=1` switches the backend off (then `gather` is the automatic CPU choice).
 """
@@ -16,10 +17,10 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.util
-import logging
 import os
 import platform
 import shutil
+import sys
 from pathlib import Path
 
 import torch
@@ -28,8 +29,6 @@ from torch import Tensor
 from .index import num_blocks, reverse_block_index
 
 __all__ = ["DISABLE_ENV", "block_sparse_attention_cpp", "cpp_kernel_error"]
-
-logger = logging.getLogger(__name__)
 
 DISABLE_ENV = "SKYREELS_ATTENTION_NO_CPP"
 _SOURCE = Path(__file__).with_name("csrc") / "block_sparse_cpu.cpp"
@@ -49,7 +48,8 @@ def _cpu_fingerprint() -> str:
 
 def _extension_name() -> str:
     digest = hashlib.sha256()
-    for part in (_SOURCE.read_bytes(), " ".join(_CFLAGS + _LDFLAGS).encode(), torch.__version__.encode()):
+    parts = (_SOURCE.read_bytes(), " ".join(_CFLAGS + _LDFLAGS).encode(), torch.__version__.encode())
+    for part in (*parts, sys.version.encode()):
         digest.update(part)
     digest.update(_cpu_fingerprint().encode())
     return f"skyreels_block_sparse_cpu_{digest.hexdigest()[:16]}"
@@ -75,13 +75,23 @@ def cpp_kernel_error() -> str | None:
     from torch.utils import cpp_extension
 
     name = _extension_name()
-    logger.info("building the cpp block-sparse kernel %s (first use on this machine: ~10 s)", name)
+    build_dir = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or cpp_extension.get_default_build_root()) / name
     try:
+        build_dir.mkdir(parents=True, exist_ok=True)
+        if not any(build_dir.glob(f"{name}.*")):
+            # Ten silent seconds look like a hang: say once what is happening.
+            print(
+                f"skyreels-attention: compiling the C++ block-sparse kernel for this CPU (once, about 10 s) "
+                f"in {build_dir}",
+                file=sys.stderr,
+                flush=True,
+            )
         cpp_extension.load(
             name=name,
             sources=[str(_SOURCE)],
             extra_cflags=list(_CFLAGS),
             extra_ldflags=list(_LDFLAGS),
+            build_directory=str(build_dir),
             is_python_module=False,
             verbose=False,
         )
