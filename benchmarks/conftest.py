@@ -8,6 +8,13 @@ import pytest
 import torch
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _fresh_compile_caches() -> None:
+    """Each benchmark file starts with empty torch.compile caches: compiled variants of earlier
+    files neither hold memory nor count towards the recompile limit."""
+    torch._dynamo.reset()
+
+
 @pytest.fixture
 def bench_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"

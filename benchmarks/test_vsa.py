@@ -39,7 +39,8 @@ def _cases():
         for sparsity in SPARSITIES:
             if ON_GPU:
                 impls = ["sdpa", "vsa-triton", "vsa-flex"] + (["vsa-torch"] if length <= 16384 else [])
-                passes = {"forward": impls, "forward+backward": impls}
+                # flex has no bf16 CUDA backward for 64-token blocks (torch 2.13's tiles are 128 wide)
+                passes = {"forward": impls, "forward+backward": [i for i in impls if i != "vsa-flex"]}
             elif length > 16384:  # CPU at 32k: the 87.5 % forward only (dense SDPA takes seconds)
                 passes = {"forward": ["sdpa", "vsa-cpp", "vsa-gather"]} if sparsity == 0.875 else {}
             else:

@@ -87,3 +87,50 @@ def test_flex_forward_and_backward_on_gpu(dtype):
     tol = 2e-2 if dtype == torch.bfloat16 else 5e-3
     for got, want in zip((out, *grads), (ref, *ref_grads)):
         torch.testing.assert_close(got.float(), want, atol=tol, rtol=tol)
+
+
+def test_compiled_flex_raises_instead_of_falling_back_to_eager():
+    """Past the recompile limit torch.compile would run flex eagerly (the full [B, H, Lq, Lk]
+    scores: out of memory at long lengths); both flex backends must raise instead. Run in a child
+    process: a frame that hit the limit stays eager for the rest of a process."""
+    import subprocess
+    import sys
+
+    code = """
+import torch, skyreels_attention.compiled_flex as cf
+from skyreels_attention import attention
+from skyreels_attention.block_sparse import block_sparse_attention, random_block_index
+cf.RECOMPILE_LIMIT = 0  # the next new variant is over the limit
+q = torch.randn(1, 23, 2, 16)
+index, counts = random_block_index(1, 2, 2, 2, max_blocks=1)
+for call in (lambda: attention(q, q, q, backend="flex"),
+             lambda: block_sparse_attention(q, q, q, index, counts, block_size=16, backend="flex")):
+    try:
+        call()
+        print("ran")
+    except torch._dynamo.exc.FailOnRecompileLimitHit:
+        print("raised")
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["raised", "raised"], out.stdout + out.stderr[-2000:]
+
+
+def test_cuda_half_precision_backward_with_small_blocks_is_refused_with_a_reason():
+    """torch 2.13 has no flex backward tile config for fp16/bf16 blocks under 128 on recent GPUs."""
+    from skyreels_attention.block_sparse.backends import get_block_sparse_backend
+    from skyreels_attention.block_sparse.inputs import BlockSparseProblem
+
+    def problem(block_size, dtype, needs_grad):
+        n = -(-1024 // block_size)
+        return BlockSparseProblem(
+            batch=1, heads=2, q_len=1024, kv_len=1024, head_dim=64, block_size=block_size,
+            n_q_blocks=n, n_kv_blocks=n, dtype=dtype, device=torch.device("cuda"), needs_grad=needs_grad,
+        )  # fmt: skip
+
+    flex = get_block_sparse_backend("flex")
+    reasons = flex.extra_reasons(problem(64, torch.bfloat16, True))
+    assert reasons and "no CUDA backward for bfloat16 with block_size 64 < 128" in reasons[0]
+    assert flex.extra_reasons(problem(128, torch.bfloat16, True)) == []
+    assert flex.extra_reasons(problem(64, torch.float32, True)) == []
+    assert flex.extra_reasons(problem(64, torch.float16, False)) == []

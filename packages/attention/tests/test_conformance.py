@@ -68,6 +68,10 @@ def conformance_cases():
                         # Keep the grid affordable: full grid at head dim 64, a slice elsewhere.
                         if head_dim != 64 and (mask not in ("none", "key_padding") or lq == 1):
                             continue
+                        # flex compiles every new shape for real (seconds each on a CPU; it no
+                        # longer falls back to eager after 8 variants): other head dims once.
+                        if name == "flex" and head_dim != 64 and (mask, lq, lk) != ("none", 37, 129):
+                            continue
                         if dtype != torch.float32 and mask in ("dense_additive", "block"):
                             continue
                         yield pytest.param(

@@ -12,10 +12,19 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from ..compiled_flex import run_compiled
 from ..masks import AttentionMask, MaskKind
 from .base import AttentionBackend, BackendCapabilities
 
 __all__ = ["FlexBackend"]
+
+
+def _flex_dense(q: Tensor, k: Tensor, v: Tensor, score_mod, block_mask, scale: float) -> Tensor:
+    """flex_attention behind a code object of this backend's own (see block_sparse/flex.py)."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    return flex_attention(q, k, v, score_mod=score_mod, block_mask=block_mask, scale=scale)
+
 
 _HALF_AND_FULL = frozenset({torch.float32, torch.float16, torch.bfloat16})
 
@@ -52,7 +61,8 @@ class FlexBackend(AttentionBackend):
         if self._compiled is None:  # compile once per process, on first use
             # Static shapes: Inductor's CPU code for dynamic-shape flex kernels fails to compile in
             # torch 2.13 (seen with key-padding masks), and the block-sparse op compiles statically too.
-            self._compiled = torch.compile(self._flex_module.flex_attention, dynamic=False)
+            # Our own wrapper: its compile cache is not shared with the block-sparse flex backend.
+            self._compiled = torch.compile(_flex_dense, dynamic=False)
         return self._compiled
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, mask: AttentionMask | None, scale: float) -> Tensor:
@@ -74,14 +84,8 @@ class FlexBackend(AttentionBackend):
                     return allowed[b, h, q_idx, kv_idx]
 
                 block_mask = self._flex_module.create_block_mask(
-                    mask_mod, batch, heads, lq, lk, device=q.device.type
+                    mask_mod, batch, heads, lq, lk, device=q.device
                 )
-        out = self._kernel()(
-            q.transpose(1, 2),
-            k.transpose(1, 2),
-            v.transpose(1, 2),
-            score_mod=score_mod,
-            block_mask=block_mask,
-            scale=scale,
-        )
+        q_t, k_t, v_t = (x.transpose(1, 2) for x in (q, k, v))
+        out = run_compiled(self._kernel(), q_t, k_t, v_t, score_mod, block_mask, scale)
         return out.transpose(1, 2)

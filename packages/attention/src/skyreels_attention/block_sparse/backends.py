@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from ..api import BackendUnavailableError
-from ..backends.base import Capabilities, autocast_off
+from ..backends.base import Capabilities, autocast_off, dtype_name
 from .cpp import block_sparse_attention_cpp, cpp_kernel_error
 from .flex import block_sparse_attention_flex, flex_import_error
 from .gather import block_sparse_attention_gather
@@ -190,6 +190,23 @@ class FlexBlockSparse(BlockSparseBackend):
     def environment_reasons(self) -> list[str]:
         error = flex_import_error()
         return [] if error is None else [f"torch.nn.attention.flex_attention is not importable ({error})"]
+
+    def extra_reasons(self, problem: BlockSparseProblem) -> list[str]:
+        # torch 2.13's flex backward on recent GPUs (sm90/sm100; sm80 below 64) has one fp16/bf16
+        # tile config, 64x128 / 128x64, and drops configs whose tiles do not divide the block size
+        # before any kernel option applies: smaller blocks cannot compile (NoValidChoicesError).
+        if (
+            problem.needs_grad
+            and problem.device.type == "cuda"
+            and problem.dtype in (torch.float16, torch.bfloat16)
+            and problem.block_size < 128
+        ):
+            dtype, size = dtype_name(problem.dtype), problem.block_size
+            return [
+                f"no CUDA backward for {dtype} with block_size {size} < 128 "
+                "(torch's flex backward tiles are 128 wide); use triton, or fp32"
+            ]
+        return []
 
     def run(self, inputs: BlockSparseInputs) -> Tensor:
         tensors = _tensors(inputs)

@@ -3,8 +3,9 @@
 The block mask lists, per query block, the selected key blocks in two groups: "full" blocks whose
 keys are all valid (no per-element mask needed) and "partial" blocks that cross a key valid length
 or the end of the sequence (the `mask_mod` decides per key). The `mask_mod` also encodes the block
-selection itself, so the result stays correct even if torch.compile ever falls back to eager
-mode, where flex ignores the block indices and applies only the `mask_mod`.
+selection itself, so the result would stay correct even in eager mode, where flex ignores the
+block indices and applies only the `mask_mod` (but builds the whole score matrix: `run_compiled`
+makes torch.compile raise rather than fall back to it).
 
 Facts this relies on (torch 2.13): compiled flex runs forward on CPU (first compile ~9 s, ~3 s per
 new shape, a new mask of the same shape does not recompile) but has no CPU backward; rows with no
@@ -19,6 +20,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from ..compiled_flex import run_compiled
 from .index import ordered_blocks, selection_table
 
 __all__ = ["block_sparse_attention_flex", "flex_import_error"]
@@ -34,12 +36,18 @@ def flex_import_error() -> str | None:
     return None
 
 
+def _flex_block_sparse(q: Tensor, k: Tensor, v: Tensor, block_mask, scale: float, kernel_options):
+    """Our own code object around flex_attention, so that its compile cache (and recompile limit)
+    is not shared with the dense flex backend or a user's compiled flex_attention."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    return flex_attention(q, k, v, block_mask=block_mask, scale=scale, kernel_options=kernel_options)
+
+
 @functools.cache
 def _compiled_flex() -> Callable[..., Tensor]:
     """One compiled flex callable per process (compiling is the slow part)."""
-    from torch.nn.attention.flex_attention import flex_attention
-
-    return torch.compile(flex_attention, dynamic=False)
+    return torch.compile(_flex_block_sparse, dynamic=False)
 
 
 def block_sparse_attention_flex(
@@ -83,17 +91,12 @@ def block_sparse_attention_flex(
         seq_lengths=(lq, lk),
     )
     # 2. On CUDA the default forward tiles can exceed the block size (flex requires the block
-    #    size to be a multiple of its tile), so ask for tiles that divide it.
+    #    size to be a multiple of its tile), so ask for tiles that divide it. "fwd_" keys apply to
+    #    the forward kernel only (unprefixed keys would constrain the backward's tiles too).
     kernel_options = None
     if q.device.type == "cuda":
         tile = min(block_size, 64)
-        kernel_options = {"BLOCK_M": tile, "BLOCK_N": tile}
-    out = _compiled_flex()(
-        q.transpose(1, 2),
-        k.transpose(1, 2),
-        v.transpose(1, 2),
-        block_mask=block_mask,
-        scale=scale,
-        kernel_options=kernel_options,
-    )
+        kernel_options = {"fwd_BLOCK_M": tile, "fwd_BLOCK_N": tile}
+    q_t, k_t, v_t = (x.transpose(1, 2) for x in (q, k, v))
+    out = run_compiled(_compiled_flex(), q_t, k_t, v_t, block_mask, scale, kernel_options)
     return out.transpose(1, 2).to(q.dtype)
