@@ -357,3 +357,18 @@ def test_status_and_capabilities_cover_every_backend():
     caps = block_sparse_backend_capabilities()
     assert caps["flex"]["backward"] == "cuda"
     assert caps["triton"]["head dims"] == "16, 32, 64, 128"
+
+
+def test_reverse_block_index_equals_the_dense_table_transpose():
+    """The O(entries) construction gives exactly the transposed selection table, in order."""
+    from skyreels_attention.block_sparse.index import ordered_blocks
+
+    gen = torch.Generator().manual_seed(11)
+    for n_q, n_k, width in ((7, 5, 4), (40, 33, 9), (1, 3, 3)):
+        index, counts = random_block_index(
+            2, 3, n_q, n_k, max_blocks=width, variable_counts=True, generator=gen
+        )
+        got_index, got_counts = reverse_block_index(index, counts, n_k)
+        want_index, want_counts = ordered_blocks(selection_table(index, counts, n_k).transpose(-1, -2))
+        assert torch.equal(got_counts, want_counts)
+        assert torch.equal(got_index, want_index)
