@@ -86,6 +86,8 @@ class FlashBackend(AttentionBackend):
             return self._first(fa.flash_attn_func(q, k, v, softmax_scale=scale))
         valid = mask.valid_lengths
         qp, kp, vp, cu_q, cu_k, max_q, max_k = pack_keys_for_varlen(q, k, v, valid)
+        if max_k == 0:  # no sample has a key: the kernels are not defined for empty key sets
+            return q.mul(0.0)
         out = self._first(
             fa.flash_attn_varlen_func(qp, kp, vp, cu_q, cu_k, max_q, max_k, softmax_scale=scale)
         )
