@@ -184,3 +184,36 @@ def test_only_the_requested_gradients_are_computed():
     ref = _reference(q, k, v, index, counts, 32, None)
     (want,) = torch.autograd.grad(ref.sum(), q)
     torch.testing.assert_close(grad_q, want, atol=2e-5, rtol=1e-5)
+
+
+@pytest.mark.skipif(_CUDA, reason="interpreter-only: on a GPU the autotuner tries these tiles itself")
+@pytest.mark.parametrize(
+    ("tile_m", "tile_n", "block_size"),
+    [(16, 32, 32), (32, 16, 32), (16, 16, 64), (64, 32, 128)],
+    ids=["m16-n32-bs32", "m32-n16-bs32", "several-tiles-per-block-bs64", "m64-n32-bs128"],
+)
+def test_gpu_tile_shapes_under_the_interpreter(monkeypatch, tile_m, tile_n, block_size):
+    """The interpreter normally runs one config with BLOCK_M = BLOCK_N = min(block, 64); the GPU
+    configs (unequal tiles, several query tiles and key sub-tiles per block, 128-token blocks)
+    would otherwise only run on a GPU."""
+    import triton
+
+    from skyreels_attention.block_sparse import triton_op
+
+    calls = []
+
+    def one_config(tiles, size):
+        calls.append(size)
+        return [triton.Config({"BLOCK_M": tile_m, "BLOCK_N": tile_n}, num_warps=4, num_stages=1)]
+
+    monkeypatch.setattr(triton_op, "_configs", one_config)
+    triton_op._tuned.cache_clear()
+    try:
+        lq, lk = block_size + 9, block_size + 23  # partial last blocks on both axes
+        q, k, v, index, counts, valid = _case(
+            1, 2, lq, lk, 16, block_size, dtype=torch.float32, valid=[lk - 11]
+        )
+        _check_parity(q, k, v, index, counts, block_size, valid)
+        assert calls == [block_size] * 3  # forward, dq and dk/dv kernels all ran with these tiles
+    finally:
+        triton_op._tuned.cache_clear()  # later tests get the normal interpreted config again
