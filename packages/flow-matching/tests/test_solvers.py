@@ -43,6 +43,15 @@ def test_euler_trajectory_is_bit_exact_with_diffusers(velocity_fn, shift, num_st
     assert torch.equal(final, reference[-1])
 
 
+def _diffusers_endpoint(scheduler, velocity_fn, x: torch.Tensor) -> torch.Tensor:
+    """Run a diffusers multistep scheduler (already `set_timesteps`) from x with velocity_fn."""
+    latents = x.clone()
+    for i, timestep in enumerate(scheduler.timesteps):
+        u = velocity_fn(latents, scheduler.sigmas[i].expand(x.shape[0]))
+        latents = scheduler.step(u, timestep, latents).prev_sample
+    return latents
+
+
 @pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 @pytest.mark.parametrize("shift", [1.0, 3.0, 7.0])
 @pytest.mark.parametrize("num_steps", [5, 10, 20])
@@ -56,13 +65,9 @@ def test_dpmpp_2m_matches_diffusers_flow_multistep(velocity_fn, shift, num_steps
     )
     scheduler.set_timesteps(num_steps)
     x = torch.randn(2, 4, 8, generator=torch.Generator().manual_seed(1))
-    latents = x.clone()
-    for i, timestep in enumerate(scheduler.timesteps):
-        u = velocity_fn(latents, scheduler.sigmas[i].expand(2))
-        latents = scheduler.step(u, timestep, latents).prev_sample
     ours = sample_dpmpp_2m(velocity_fn, x, scheduler.sigmas)
     # diffusers evaluates the same update in float32 tensors, we in float64 coefficients
-    torch.testing.assert_close(ours, latents, rtol=0, atol=2e-5)
+    torch.testing.assert_close(ours, _diffusers_endpoint(scheduler, velocity_fn, x), rtol=0, atol=2e-5)
 
 
 @pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
@@ -75,13 +80,8 @@ def test_unipc_matches_diffusers_flow_multistep(velocity_fn, order, shift, num_s
     )
     scheduler.set_timesteps(num_steps)
     x = torch.randn(2, 4, 8, generator=torch.Generator().manual_seed(1))
-    latents = x.clone()
-    for i, timestep in enumerate(scheduler.timesteps):
-        u = velocity_fn(latents, scheduler.sigmas[i].expand(2))
-        latents = scheduler.step(u, timestep, latents).prev_sample
     ours = sample_unipc(velocity_fn, x, scheduler.sigmas, order=order)
-    # diffusers evaluates the same update in float32 tensors, we in float64 coefficients
-    torch.testing.assert_close(ours, latents, rtol=0, atol=1e-5)
+    torch.testing.assert_close(ours, _diffusers_endpoint(scheduler, velocity_fn, x), rtol=0, atol=1e-5)
 
 
 def _gaussian_case():
