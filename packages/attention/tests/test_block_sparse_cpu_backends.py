@@ -289,3 +289,21 @@ def test_the_raw_ops_check_shapes_instead_of_reading_out_of_bounds():
         ops.backward(out, q, q, q, lse[:1], delta, index, counts, index, counts, valid, 64, 0.25)
     with pytest.raises(RuntimeError, match="grad_out must have q's shape"):
         ops.backward(out[:1], q, q, q, lse, delta, index, counts, index, counts, valid, 64, 0.25)
+
+
+@needs_cpp
+def test_torch_compile_traces_the_cpp_backend_in_one_graph():
+    """fullgraph=True: no graph break (the kernel's build status is a compile-time constant, the
+    ops have fake implementations); forward and gradients equal eager."""
+    q, k, v, index, counts, valid = _case(1, 2, 96, 96, 16, 32, valid=[80], seed=12)
+
+    def fn(q, k, v):
+        return block_sparse_attention(
+            q, k, v, index, counts, block_size=32, kv_valid_lengths=valid, backend="cpp"
+        )
+
+    grad_out = torch.randn(q.shape, generator=torch.Generator().manual_seed(3))
+    eager = _outputs_and_grads(fn, q, k, v, grad_out)
+    compiled = _outputs_and_grads(torch.compile(fn, fullgraph=True), q, k, v, grad_out)
+    for a, b in zip(eager, compiled):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)

@@ -14,7 +14,6 @@ on stderr says when a compile starts.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import importlib.util
 import os
@@ -66,9 +65,22 @@ def _missing_tools() -> str | None:
     return None
 
 
-@functools.cache
+_KERNEL_STATE: dict[str, str | None] = {}  # "error" -> the answer, once known
+
+
+@torch.compiler.assume_constant_result  # torch.compile treats the answer as a constant, no tracing
 def cpp_kernel_error() -> str | None:
-    """None once the kernel is built and loaded (building it on the first call), else why not."""
+    """None once the kernel is built and loaded (building it on the first call), else why not.
+
+    Asked once per process (a plain dict cache rather than functools.cache, which torch.compile
+    would look through and trace into the build's file system calls).
+    """
+    if "error" not in _KERNEL_STATE:
+        _KERNEL_STATE["error"] = _build_and_load()
+    return _KERNEL_STATE["error"]
+
+
+def _build_and_load() -> str | None:
     missing = _missing_tools()
     if missing is not None:
         return missing

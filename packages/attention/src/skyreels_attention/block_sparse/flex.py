@@ -26,7 +26,7 @@ from .index import ordered_blocks, selection_table
 __all__ = ["block_sparse_attention_flex", "flex_import_error"]
 
 
-@functools.cache
+@torch.compiler.assume_constant_result  # a constant for torch.compile (no tracing of the import)
 def flex_import_error() -> str | None:
     """None when flex attention imports, else why not (printed by the status report)."""
     try:
