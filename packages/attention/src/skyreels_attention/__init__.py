@@ -12,6 +12,7 @@ from .api import (
     select_backend,
 )
 from .backends import AttentionBackend, BackendCapabilities, naive_attention
+from .backends.base import autocast_off
 from .block_sparse import (
     BlockSparseBackendError,
     block_sparse_attention,
@@ -45,6 +46,7 @@ __all__ = [
     "UlyssesAttention",
     "UlyssesAttentionOutput",
     "attention",
+    "autocast_off",
     "backend_names",
     "backend_report",
     "block_sparse_attention",

@@ -10,32 +10,20 @@ Shape legend: B batch, N grid tokens, H heads, D head dim, nB blocks.
 
 from __future__ import annotations
 
-import contextlib
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
+from skyreels_attention import autocast_off
 from skyreels_refiner_vsa.tiling import CubeTiling
 
-__all__ = ["CoarseAttention", "coarse_attention", "full_precision", "pool_blocks", "stage_dtype"]
+__all__ = ["CoarseAttention", "coarse_attention", "pool_blocks", "stage_dtype"]
 
 
 def stage_dtype(dtype: torch.dtype) -> torch.dtype:
     """The coarse stage computes in float32 (float64 for float64 inputs)."""
     return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-def full_precision(device: torch.device) -> contextlib.AbstractContextManager[None]:
-    """Autocast off for ``device``'s type (a no-op where autocast does not exist, e.g. meta).
-
-    Under ``torch.autocast(bf16)`` (Lightning's "bf16-mixed") einsum/matmul would run in bf16 even
-    on float32 operands; the coarse logits rank the key blocks, and bf16 rounding changes which
-    blocks win, so the coarse stage and the gated combine opt out and cast their inputs explicitly.
-    """
-    if torch.amp.is_autocast_available(device.type):
-        return torch.autocast(device_type=device.type, enabled=False)
-    return contextlib.nullcontext()
 
 
 def pool_blocks(x_tiled: Tensor, tiling: CubeTiling) -> Tensor:
@@ -58,7 +46,7 @@ def coarse_attention(
 ) -> CoarseAttention:
     """Softmax attention over pooled blocks, in ``stage_dtype``, broadcast to the blocks' tokens.
 
-    Runs with autocast disabled (``full_precision``): float32 logits and output also under
+    Runs with autocast disabled (``skyreels_attention.autocast_off``): float32 logits and output also under
     ``torch.autocast(bf16)``.
 
     Args:
@@ -66,7 +54,8 @@ def coarse_attention(
         tiling: the grid's tiling.
         scale: softmax scale (the fine stage's, 1/sqrt(D) by default).
     """
-    with full_precision(q_tiled.device):
+    # bf16 rounding of the logits would change which blocks win the top-K.
+    with autocast_off(q_tiled.device):
         pooled_q, pooled_k, pooled_v = (pool_blocks(x, tiling) for x in (q_tiled, k_tiled, v_tiled))
         logits = torch.einsum("bqhd,bkhd->bhqk", pooled_q, pooled_k) * scale
         block_out = torch.einsum("bhqk,bkhd->bqhd", logits.softmax(dim=-1), pooled_v)  # [B, nB, H, D]

@@ -23,9 +23,9 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from skyreels_attention import KeyPaddingMask, attention, value_checks_enabled
+from skyreels_attention import KeyPaddingMask, attention, autocast_off, value_checks_enabled
 from skyreels_attention.block_sparse import BlockSparseBackendName, block_sparse_attention
-from skyreels_refiner_vsa.coarse import coarse_attention, full_precision
+from skyreels_refiner_vsa.coarse import coarse_attention
 from skyreels_refiner_vsa.selection import select_key_blocks
 from skyreels_refiner_vsa.tiling import CubeTiling
 
@@ -192,7 +192,7 @@ def video_sparse_attention(
     video_out = fine
     if gate is not None:
         dtype = coarse.output.dtype  # stage_dtype: float32 (float64), also under autocast
-        with full_precision(video_q.device):
+        with autocast_off(video_q.device):
             gated = torch.addcmul(fine.to(dtype), tiling.tile(gate).to(dtype), coarse.output)
         video_out = gated.to(video_q.dtype)
     video_out = tiling.untile(video_out)

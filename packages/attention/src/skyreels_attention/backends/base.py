@@ -16,7 +16,7 @@ from torch import Tensor
 
 from ..masks import AttentionMask, MaskKind, mask_kind
 
-__all__ = ["AttentionBackend", "BackendCapabilities", "Capabilities"]
+__all__ = ["AttentionBackend", "BackendCapabilities", "Capabilities", "autocast_off"]
 
 
 def autocast_off(device: torch.device) -> contextlib.AbstractContextManager[None]:
