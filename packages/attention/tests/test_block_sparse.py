@@ -319,7 +319,9 @@ def _problem(dtype=torch.float32, head_dim=16, block_size=64, requires_grad=Fals
 
 
 def test_auto_picks_cpp_on_cpu_and_the_reference_for_float64():
-    assert resolve_block_sparse_backend(_problem(), None).name == "cpp"
+    # Where the C++ kernel cannot be built (no compiler or ninja), gather takes fp32 instead.
+    cpp_ok = not block_sparse_backend_status()["cpp"]
+    assert resolve_block_sparse_backend(_problem(), None).name == ("cpp" if cpp_ok else "gather")
     assert resolve_block_sparse_backend(_problem(dtype=torch.float64), None).name == "torch"
 
 

@@ -213,3 +213,21 @@ def test_reference_backend_computes_in_float32_for_half_inputs():
     exact = naive_attention(q.double(), k.double(), v.double(), scale=0.25, compute_dtype=torch.float64)
     assert out.dtype == torch.float16
     assert (out.double() - exact).abs().max() <= torch.finfo(torch.float16).eps
+
+
+def test_the_references_compute_in_float32_under_autocast():
+    """The reference backends promise fp32 math; autocast must not lower their matmuls to bf16."""
+    from skyreels_attention import attention
+    from skyreels_attention.block_sparse import block_sparse_attention, random_block_index
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 130, 2, 16, generator=g) for _ in range(3))
+    index, counts = random_block_index(1, 2, 3, 3, max_blocks=2, generator=g)
+    want_dense = attention(q, q, q, backend="reference")
+    want_sparse = block_sparse_attention(q, k, v, index, counts, block_size=64, backend="torch")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        dense = attention(q, q, q, backend="reference")
+        sparse = block_sparse_attention(q, k, v, index, counts, block_size=64, backend="torch")
+    assert dense.dtype == sparse.dtype == torch.float32
+    torch.testing.assert_close(dense, want_dense, rtol=0, atol=0)
+    torch.testing.assert_close(sparse, want_sparse, rtol=0, atol=0)
