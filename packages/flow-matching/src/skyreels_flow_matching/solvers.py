@@ -122,7 +122,8 @@ def sample_dpmpp_2m(
         u = _evaluate(model_fn, x, sigma)
         data = _add_scaled(x, -sigma, u)
         # λ-step h; undefined (infinite) when leaving σ = 1 or reaching σ = 0.
-        h = _log_snr(sigma_next) - _log_snr(sigma) if 0.0 < sigma < 1.0 and sigma_next > 0.0 else None
+        h = _log_snr(sigma_next) - _log_snr(sigma)
+        h = h if math.isfinite(h) else None
         if old_data is None or old_h is None or h is None:
             data_blend = data
         else:
@@ -168,7 +169,7 @@ def sample_unipc(
         raise ValueError(f"order must be 1, 2 or 3, got {order!r}")
     values, _ = _check_grid(sigmas)
     _check_state(x, "x")
-    lambdas = [_log_snr_or_inf(v) for v in values]
+    lambdas = [_log_snr(v) for v in values]
     num_steps = len(values) - 1
     history: list[State] = []  # data predictions at grid points ..., i-1, i (newest last)
     last_x: State | None = None
@@ -282,17 +283,12 @@ def num_model_evaluations(solver: Solver, sigmas: Tensor) -> int:
 
 
 def _log_snr(sigma: float) -> float:
-    """λ = log(α/σ) with α = 1 - σ (finite for 0 < σ < 1)."""
-    return math.log(1.0 - sigma) - math.log(sigma)
-
-
-def _log_snr_or_inf(sigma: float) -> float:
-    """λ on [0, 1]: -inf at σ = 1 (pure noise), +inf at σ = 0 (data)."""
+    """λ = log(α/σ) with α = 1 - σ: -inf at σ = 1 (pure noise), +inf at σ = 0 (data)."""
     if sigma >= 1.0:
         return -math.inf
     if sigma <= 0.0:
         return math.inf
-    return _log_snr(sigma)
+    return math.log(1.0 - sigma) - math.log(sigma)
 
 
 def _check_grid(sigmas: Tensor) -> tuple[list[float], list[float]]:
