@@ -19,6 +19,8 @@ digest=$(cat requirements/dev.txt packages/*/pyproject.toml | sha256sum | cut -d
 if [ "$(cat "$stamp" 2>/dev/null)" != "$digest" ]; then
   .venv/bin/python -m pip install --quiet --upgrade pip
   .venv/bin/python -m pip install --quiet -r requirements/dev.txt
+  # PySceneDetect without its GUI OpenCV dependency (see requirements/dev.txt).
+  .venv/bin/python -m pip install --quiet --no-deps "scenedetect>=0.6.4"
   echo "$digest" > "$stamp"
 fi
 echo "setup: done ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"

@@ -6,37 +6,18 @@ it, so a reader never sees a half-written file and an interrupted run leaves no 
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
-from collections.abc import Iterator
 from fractions import Fraction
-from pathlib import Path
 
 import av
 import numpy as np
 import soundfile
 
+from skyreels_v4.io.files import atomic_path
+
+__all__ = ["atomic_path", "write_mp4", "write_wav"]
+
 _AAC_FRAME = 1024  # samples per AAC frame
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, suffix: str) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success it replaces ``path``, else it is removed."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
-    os.close(handle)
-    try:
-        yield Path(temp)
-        # mkstemp creates the file private (0600); give it the permissions of a normal new file.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temp, 0o666 & ~umask)
-        os.replace(temp, target)
-    finally:
-        if os.path.exists(temp):
-            os.remove(temp)
 
 
 def write_wav(path: str | os.PathLike, audio: np.ndarray, sample_rate: int) -> None:

@@ -1,0 +1,21 @@
+"""Files: atomic writes and typed, path-naming reads of JSON and safetensors."""
+
+from skyreels_v4.io.files import (
+    atomic_path,
+    atomic_write_json,
+    atomic_write_text,
+    read_json,
+    read_safetensors,
+    safetensors_keys,
+    save_safetensors,
+)
+
+__all__ = [
+    "atomic_path",
+    "atomic_write_json",
+    "atomic_write_text",
+    "read_json",
+    "read_safetensors",
+    "safetensors_keys",
+    "save_safetensors",
+]
