@@ -1,0 +1,32 @@
+"""The composed SkyReels-V4 model (paper 3.1-3.3): the joint transformer, its conditioning and its
+weights folder. The pipeline (``skyreels_v4.pipeline``) and training (``skyreels_v4.training``) use it.
+"""
+
+from skyreels_v4.model.config_io import from_plain, to_plain
+from skyreels_v4.model.transformer import (
+    JointDenoiser,
+    ModelCondition,
+    SkyReelsV4Transformer,
+    transformer_preset,
+)
+from skyreels_v4.model.weights import (
+    build_and_load,
+    load_state_into,
+    read_component_config,
+    save_component,
+    weight_files,
+)
+
+__all__ = [
+    "JointDenoiser",
+    "ModelCondition",
+    "SkyReelsV4Transformer",
+    "build_and_load",
+    "from_plain",
+    "load_state_into",
+    "read_component_config",
+    "save_component",
+    "to_plain",
+    "transformer_preset",
+    "weight_files",
+]

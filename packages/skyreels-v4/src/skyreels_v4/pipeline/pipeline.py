@@ -1,0 +1,573 @@
+"""``SkyReelsV4Pipeline``: a prompt (and media) in, a video with sound out (paper 3.1-3.3).
+
+One pipeline serves every task (``GenerationRequest``): it encodes the prompt once with the shared text
+encoder (positive and negative, cached), builds the video branch's ``Concat(V, I, M)`` condition with
+skyreels-inpaint-conditioning, packs in-context references (eq. 8-9), draws the noise from a CPU
+generator (bit-reproducible on CPU), samples both modalities jointly with per-modality guidance and any
+solver of skyreels-flow-matching, pastes the conditioned latents back exactly, and decodes.
+
+The folder layout follows diffusers: ``model_index.json`` names one subfolder per component
+(``transformer``, ``video_vae``, ``audio_vae``, ``text_encoder``, ``scheduler``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from skyreels_flow_matching import JointGuidedDenoiser, flow_sigmas, sample
+from skyreels_inpaint_conditioning import (
+    ImageToVideo,
+    StartEndInterpolation,
+    TaskSpec,
+    TextToVideo,
+    VideoEditing,
+    VideoExtension,
+    build_inpaint_condition,
+    pack_video_references,
+    video_from_keyframes,
+)
+from skyreels_v4.errors import FileFormatError, NonFiniteError, SkyReelsError
+from skyreels_v4.io import atomic_write_json, read_json
+from skyreels_v4.model import JointDenoiser, ModelCondition, SkyReelsV4Transformer
+from skyreels_v4.pipeline.output import GenerationOutput
+from skyreels_v4.pipeline.request import GenerationRequest, Task
+from skyreels_v4.pipeline.sampling import SamplingConfig
+
+__all__ = ["GenerationDefaults", "PreparedGeneration", "SkyReelsV4Pipeline"]
+
+MODEL_INDEX = "model_index.json"
+StepCallback = Callable[[int, float, tuple[Tensor, Tensor]], None]
+
+
+@dataclass(frozen=True, kw_only=True)
+class GenerationDefaults:
+    """Output size used when a request leaves it open (stored in ``model_index.json``)."""
+
+    num_frames: int = 33
+    height: int = 64
+    width: int = 64
+    fps: float = 16.0
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class PreparedGeneration:
+    """Everything sampling needs, built from a request (exposed for tests, callbacks and tools).
+
+    ``video_noise``/``audio_noise`` are the initial states at σ = 1; ``condition`` / ``negative`` the
+    transformer inputs; ``num_frames``... the resolved output size.
+    """
+
+    request: GenerationRequest
+    num_frames: int
+    height: int
+    width: int
+    fps: float
+    num_audio_samples: int
+    video_noise: Tensor
+    audio_noise: Tensor
+    condition: ModelCondition
+    negative: ModelCondition
+
+
+class SkyReelsV4Pipeline:
+    """The composed model: transformer, video and audio autoencoders, text encoder, sampling config."""
+
+    def __init__(
+        self,
+        *,
+        transformer: SkyReelsV4Transformer,
+        video_vae: Any,
+        audio_vae: Any,
+        text_encoder: Any,
+        sampling: SamplingConfig | None = None,
+        defaults: GenerationDefaults | None = None,
+    ) -> None:
+        self.transformer = transformer
+        self.video_vae = video_vae
+        self.audio_vae = audio_vae
+        self.text_encoder = text_encoder
+        self.sampling = sampling or SamplingConfig()
+        self.defaults = defaults or GenerationDefaults()
+        self._prompt_cache: dict[tuple[str, str], tuple[Any, Any]] = {}
+        self._check_components()
+
+    # -- components ---------------------------------------------------------------------------
+    def _check_components(self) -> None:
+        cfg = self.transformer.config
+        c = self.transformer.video_latent_channels
+        if self.video_vae.latent_channels != c:
+            raise SkyReelsError(
+                f"video_vae: latent_channels {self.video_vae.latent_channels} does not match the "
+                f"transformer's video latents ({c}; it reads 2C + 1 = {cfg.video.in_channels} channels)"
+            )
+        if self.audio_vae.latent_channels != self.transformer.audio_latent_channels:
+            raise SkyReelsError(
+                f"audio_vae: latent_channels {self.audio_vae.latent_channels} does not match the "
+                f"transformer's audio latents ({self.transformer.audio_latent_channels})"
+            )
+        if getattr(self.text_encoder, "dim", cfg.video.text_dim) != cfg.video.text_dim:
+            raise SkyReelsError(
+                f"text_encoder: width {self.text_encoder.dim} does not match the transformer's text_dim "
+                f"{cfg.video.text_dim}"
+            )
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.transformer.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.transformer.parameters()).dtype
+
+    def save_pretrained(self, folder: str | os.PathLike[str], *, max_shard_size: int | str = "5GB") -> Path:
+        """Write every component into its subfolder and ``model_index.json`` last (its presence marks a
+        complete folder)."""
+        root = Path(folder)
+        self.transformer.save_pretrained(root / "transformer", max_shard_size=max_shard_size)
+        self.video_vae.save_pretrained(root / "video_vae")
+        self.audio_vae.save_pretrained(root / "audio_vae")
+        self.text_encoder.save_pretrained(root / "text_encoder")
+        self.sampling.save_pretrained(root / "scheduler")
+        index = {
+            "_class_name": "SkyReelsV4Pipeline",
+            "_format_version": 1,
+            "transformer": ["skyreels_v4.model", type(self.transformer).__name__],
+            "video_vae": ["skyreels_v4.vae", type(self.video_vae).__name__],
+            "audio_vae": ["skyreels_v4.vae", type(self.audio_vae).__name__],
+            "text_encoder": ["skyreels_v4.text", type(self.text_encoder).__name__],
+            "scheduler": ["skyreels_v4.pipeline", "SamplingConfig"],
+            "defaults": {
+                "num_frames": self.defaults.num_frames,
+                "height": self.defaults.height,
+                "width": self.defaults.width,
+                "fps": self.defaults.fps,
+            },
+        }
+        atomic_write_json(root / MODEL_INDEX, index)
+        return root
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        folder: str | os.PathLike[str],
+        *,
+        dtype: torch.dtype | None = None,
+        device: str | torch.device = "cpu",
+    ) -> SkyReelsV4Pipeline:
+        """Load every component; the transformer is built on the meta device and loaded shard by shard."""
+        from skyreels_v4.text import load_text_encoder
+        from skyreels_v4.vae import load_audio_codec, load_video_codec
+
+        root = Path(folder)
+        if not root.is_dir():
+            raise FileFormatError(root, "expected a SkyReels-V4 model folder, but it does not exist")
+        index = read_json(root / MODEL_INDEX, what="model_index.json")
+        if not isinstance(index, dict) or index.get("_class_name") != "SkyReelsV4Pipeline":
+            raise FileFormatError(root / MODEL_INDEX, "expected a SkyReelsV4Pipeline model_index.json")
+        for name in ("transformer", "video_vae", "audio_vae", "text_encoder", "scheduler"):
+            if not (root / name).is_dir():
+                raise FileFormatError(root / name, f"the component folder {name!r} is missing")
+        try:
+            defaults = GenerationDefaults(**index.get("defaults", {}))
+        except TypeError as error:
+            raise FileFormatError(root / MODEL_INDEX, f"bad 'defaults': {error}") from error
+        transformer = SkyReelsV4Transformer.from_pretrained(root / "transformer", dtype=dtype, device=device)
+        video_vae = load_video_codec(root / "video_vae", device=device)
+        audio_vae = load_audio_codec(root / "audio_vae", device=device)
+        text_encoder = load_text_encoder(root / "text_encoder", device=device)
+        sampling = SamplingConfig.from_pretrained(root / "scheduler")
+        return cls(
+            transformer=transformer,
+            video_vae=video_vae,
+            audio_vae=audio_vae,
+            text_encoder=text_encoder,
+            sampling=sampling,
+            defaults=defaults,
+        )
+
+    # -- prompts ------------------------------------------------------------------------------
+    def encode_prompt(self, prompt: str, negative_prompt: str = "") -> tuple[Any, Any]:
+        """Positive and negative ``TextEmbeddings`` padded to one length (cached per prompt pair)."""
+        key = (prompt, negative_prompt)
+        cached = self._prompt_cache.get(key)
+        if cached is None:
+            embeddings = self.text_encoder.encode([prompt, negative_prompt])
+            embeddings.check_finite("text_encoder output")
+            cached = (embeddings.index(0).trim(), embeddings.index(1).trim())
+            length = max(cached[0].length, cached[1].length)
+            cached = (cached[0].pad_to(length), cached[1].pad_to(length))
+            if len(self._prompt_cache) > 64:
+                self._prompt_cache.clear()
+            self._prompt_cache[key] = cached
+        return cached
+
+    # -- sizes --------------------------------------------------------------------------------
+    def _resolve_size(self, request: GenerationRequest) -> tuple[int, int, int, float]:
+        d = self.defaults
+        fps = float(request.fps if request.fps is not None else d.fps)
+        frames, height, width = request.num_frames, request.height, request.width
+        source = request.video
+        if request.task in (Task.V2A, Task.EDIT) and source is not None:
+            for name, value, own in (
+                ("num_frames", frames, source.shape[1]),
+                ("height", height, source.shape[2]),
+                ("width", width, source.shape[3]),
+            ):
+                if value is not None and value != own:
+                    raise SkyReelsError(
+                        f"{name}: task {request.task.value!r} keeps the source video's {own}, got {value}"
+                    )
+            frames, height, width = source.shape[1], source.shape[2], source.shape[3]
+        if request.task is Task.EXTEND and source is not None:
+            height = source.shape[2] if height is None else height
+            width = source.shape[3] if width is None else width
+            if (height, width) != tuple(source.shape[2:]):
+                raise SkyReelsError(
+                    f"height/width: extension keeps the source's size {tuple(source.shape[2:])}, "
+                    f"got {(height, width)}"
+                )
+            if frames is None:
+                frames = source.shape[1] + d.num_frames - 1
+        for image_name in ("image", "last_image"):
+            image = getattr(request, image_name)
+            if image is not None:
+                height = image.shape[1] if height is None else height
+                width = image.shape[2] if width is None else width
+                if (height, width) != tuple(image.shape[1:]):
+                    raise SkyReelsError(
+                        f"{image_name}: expected size {(height, width)}, got {tuple(image.shape[1:])} "
+                        "(resize it first)"
+                    )
+        if request.task is Task.A2V and request.audio is not None and frames is None:
+            seconds = request.audio.shape[1] / request.audio_sample_rate
+            # The shortest whole-latent clip that covers the track (the audio is padded, never cut).
+            tf = self.video_vae.temporal_factor
+            frames = 1 + max(0, math.ceil((math.ceil(seconds * fps - 1e-6) - 1) / tf)) * tf
+        frames = d.num_frames if frames is None else frames
+        height = d.height if height is None else height
+        width = d.width if width is None else width
+        tf = self.video_vae.temporal_factor
+        cell = self.video_vae.spatial_factor * self.transformer.config.video.patch_size[1]
+        if (frames - 1) % tf:
+            if request.task in (Task.V2A, Task.EDIT, Task.A2V):
+                # The clip's own length: cut to the longest causal length that fits, and say so.
+                usable = 1 + (frames - 1) // tf * tf
+                warnings.warn(
+                    f"num_frames: {frames} frames do not fill whole latent frames (1 + {tf}k); "
+                    f"the last {frames - usable} frame(s) are not generated/kept",
+                    stacklevel=3,
+                )
+                frames = usable
+            else:
+                lower = 1 + (frames - 1) // tf * tf
+                raise SkyReelsError(
+                    f"num_frames: expected 1 + {tf}k frames (the video VAE's causal grouping), got {frames}; "
+                    f"nearest: {lower} or {lower + tf}"
+                )
+        if height % cell or width % cell:
+            raise SkyReelsError(
+                f"height/width: expected multiples of {cell} (VAE {self.video_vae.spatial_factor} x patch), "
+                f"got {height}x{width}"
+            )
+        return frames, height, width, fps
+
+    # -- preparation --------------------------------------------------------------------------
+    def prepare(self, request: GenerationRequest) -> PreparedGeneration:
+        """Validate sizes, encode prompt and media, draw the noise: everything sampling needs."""
+        if not isinstance(request, GenerationRequest):
+            raise TypeError(f"request: expected a GenerationRequest, got {type(request).__name__}")
+        frames, height, width, fps = self._resolve_size(request)
+        device, vae, codec = self.device, self.video_vae, self.audio_vae
+        c = self.transformer.video_latent_channels
+        t = vae.num_latent_frames(frames)
+        h, w = height // vae.spatial_factor, width // vae.spatial_factor
+        num_audio = codec.num_latents_for_frames(frames, fps)
+        num_samples = round(frames / fps * codec.sample_rate)
+
+        # Noise first, from one CPU generator: same seed -> same noise on every device.
+        generator = torch.Generator().manual_seed(request.seed)
+        video_noise = torch.randn(1, c, t, h, w, generator=generator).to(device)
+        audio_noise = torch.randn(1, codec.latent_channels, num_audio, generator=generator).to(device)
+
+        positive, negative_text = self.encode_prompt(request.prompt, request.negative_prompt)
+        positive, negative_text = positive.to(device=device), negative_text.to(device=device)
+
+        # Video condition (eq. 7).
+        video_given = request.task is Task.V2A
+        if video_given:
+            source = request.video[:, :frames][None].to(device)
+            with torch.no_grad():
+                cond_latents = vae.encode(source).float()
+            latent_mask = torch.ones(1, 1, t, h, w, device=device)
+            condition_noise = cond_latents
+            video_noise = cond_latents.clone()
+        else:
+            spec, source = self._task_spec(request, frames, height, width)
+            cond = build_inpaint_condition(
+                spec,
+                vae=vae,
+                source_video=None if source is None else source[None].to(device),
+                video_shape=(1, frames, height, width) if source is None else None,
+                device=device if source is None else None,
+            )
+            cond_latents, latent_mask = cond.conditional_latents.float(), cond.latent_mask.float()
+            condition_noise = video_noise
+
+        # Audio condition: a given track (a2v) or a kept prefix (extension).
+        audio_fields: dict[str, Tensor | None] = {}
+        audio_given = request.task is Task.A2V
+        if request.audio is not None:
+            wave = request.audio[None].to(device)
+            with torch.no_grad():
+                audio_latents = codec.encode(wave, request.audio_sample_rate).float()
+            if audio_given:
+                audio_latents = _fit_length(audio_latents, num_audio, "audio", warn=True)
+                audio_mask = torch.ones(1, 1, num_audio, device=device)
+                audio_noise = audio_latents.clone()
+            else:  # extension: the source clip's audio is the kept prefix
+                kept = min(audio_latents.shape[-1], num_audio - 1)
+                padded = torch.zeros(1, codec.latent_channels, num_audio, device=device)
+                padded[..., :kept] = audio_latents[..., :kept]
+                audio_latents = padded
+                audio_mask = torch.zeros(1, 1, num_audio, device=device)
+                audio_mask[..., :kept] = 1
+            audio_fields = {
+                "audio_conditional_latents": audio_latents,
+                "audio_latent_mask": audio_mask,
+                "audio_condition_noise": audio_noise if audio_given else audio_noise.clone(),
+            }
+
+        references = self._references(request, (t, h, w), device)
+        guidance = None
+        if self.transformer.config.video.guidance_embedding:
+            value = self.sampling.embedded_guidance
+            if value is None:
+                raise SkyReelsError("sampling.embedded_guidance: this model has a guidance embedding; set it")
+            guidance = torch.full((1,), 1000.0 * value, device=device)
+        base = dict(
+            conditional_latents=cond_latents,
+            latent_mask=latent_mask,
+            condition_noise=condition_noise,
+            video_given=torch.tensor([video_given], device=device),
+            audio_given=torch.tensor([audio_given], device=device),
+            guidance=guidance,
+            **audio_fields,
+            **references,
+        )
+        condition = ModelCondition(
+            text_tokens=positive.tokens, text_mask=positive.mask, pooled_text=positive.pooled, **base
+        )
+        negative = replace(
+            condition,
+            text_tokens=negative_text.tokens,
+            text_mask=negative_text.mask,
+            pooled_text=negative_text.pooled,
+        )
+        return PreparedGeneration(
+            request=request,
+            num_frames=frames,
+            height=height,
+            width=width,
+            fps=fps,
+            num_audio_samples=num_samples,
+            video_noise=video_noise,
+            audio_noise=audio_noise,
+            condition=condition,
+            negative=negative,
+        )
+
+    def _task_spec(
+        self, request: GenerationRequest, frames: int, height: int, width: int
+    ) -> tuple[TaskSpec, Tensor | None]:
+        task, tf = request.task, self.video_vae.temporal_factor
+        if task in (Task.T2AV, Task.T2V, Task.T2A, Task.A2V):
+            return TextToVideo(), None
+        if task in (Task.I2V, Task.I2AV):
+            return ImageToVideo(), video_from_keyframes({0: request.image[None]}, num_frames=frames)[0]
+        if task is Task.INTERPOLATE:
+            keyframes = {0: request.image[None]}
+            keyframes.update({frames - tf + j: request.last_image[None] for j in range(tf)})
+            return StartEndInterpolation(), video_from_keyframes(keyframes, num_frames=frames)[0]
+        if task is Task.EXTEND:
+            prefix = request.video
+            kept = prefix.shape[1]
+            if kept >= frames:
+                raise SkyReelsError(
+                    f"num_frames: an extension must be longer than its source ({kept} frames), got {frames}"
+                )
+            if (kept - 1) % tf:
+                warnings.warn(
+                    f"video: the source's {kept} frames do not fill whole latent frames (1 + {tf}k); "
+                    "the last "
+                    f"{(kept - 1) % tf} frame(s) are regenerated to continue seamlessly",
+                    stacklevel=3,
+                )
+            source = torch.full((3, frames, height, width), -1.0, dtype=prefix.dtype)
+            source[:, :kept] = prefix
+            return VideoExtension(num_kept_frames=kept), source
+        if task is Task.EDIT:
+            mask = request.edit_mask[:frames] if request.edit_mask.ndim == 3 else request.edit_mask
+            return VideoEditing(keep_mask=mask), request.video[:, :frames]
+        raise SkyReelsError(f"task: {task.value!r} has no video condition")  # pragma: no cover
+
+    def _references(
+        self, request: GenerationRequest, grid: tuple[int, int, int], device: torch.device
+    ) -> dict:
+        out: dict[str, Tensor | None] = {}
+        clips = [image[:, None] for image in request.reference_images] + list(request.reference_videos)
+        if clips:
+            latents = []
+            for clip in clips:
+                frames = clip.shape[1]
+                usable = 1 + (frames - 1) // self.video_vae.temporal_factor * self.video_vae.temporal_factor
+                cell = self.video_vae.spatial_factor * self.transformer.config.video.patch_size[1]
+                if clip.shape[2] % cell or clip.shape[3] % cell:
+                    raise SkyReelsError(
+                        f"reference: sizes must be multiples of {cell}, got {tuple(clip.shape[2:])}"
+                    )
+                with torch.no_grad():
+                    latents.append(self.video_vae.encode(clip[:, :usable][None].to(device)).float())
+            packed = pack_video_references(
+                latents, video_grid=grid, patch_size=self.transformer.config.video.patch_size
+            )
+            out["video_reference"] = packed.concat_input()
+            out["video_positions"] = packed.positions[None].to(device)
+            out["video_key_mask"] = packed.key_valid.to(device)
+        if request.reference_audios:
+            parts = []
+            for wave in request.reference_audios:
+                with torch.no_grad():
+                    parts.append(
+                        self.audio_vae.encode(wave[None].to(device), request.audio_sample_rate).float()
+                    )
+            out["audio_reference"] = torch.cat(parts, dim=-1)
+        return out
+
+    # -- sampling -----------------------------------------------------------------------------
+    def __call__(
+        self,
+        request: GenerationRequest | str | None = None,
+        *,
+        sampling: SamplingConfig | None = None,
+        callback: StepCallback | None = None,
+        progress: bool = True,
+        **fields: Any,
+    ) -> GenerationOutput:
+        """Generate. ``request`` is a ``GenerationRequest``, or a prompt with request fields as keywords
+        (``pipe("A red circle ...", task="t2av", seed=0)``). ``sampling`` overrides the folder's config
+        for this call; ``callback(step, sigma, (video, audio))`` runs after every solver step."""
+        if isinstance(request, str):
+            request = GenerationRequest(prompt=request, **fields)
+        elif request is None:
+            request = GenerationRequest(**fields)
+        elif fields:
+            request = request.replace(**fields)
+        sampling = self.sampling if sampling is None else sampling
+        if not isinstance(sampling, SamplingConfig):
+            raise TypeError(f"sampling: expected a SamplingConfig, got {type(sampling).__name__}")
+        prepared = self.prepare(request)
+        video, audio = self.sample(prepared, sampling=sampling, callback=callback, progress=progress)
+        return self.decode(prepared, video, audio)
+
+    @torch.no_grad()
+    def sample(
+        self,
+        prepared: PreparedGeneration,
+        *,
+        sampling: SamplingConfig | None = None,
+        callback: StepCallback | None = None,
+        progress: bool = True,
+    ) -> tuple[Tensor, Tensor]:
+        """Solve from the prepared noise to clean latents (conditioned latents pasted back exactly)."""
+        sampling = self.sampling if sampling is None else sampling
+        denoiser = JointGuidedDenoiser(
+            JointDenoiser(self.transformer),
+            condition=prepared.condition,
+            video_negative_condition=prepared.negative,
+            audio_negative_condition=prepared.negative,
+            config=sampling.guidance,
+        )
+        sigmas = flow_sigmas(
+            sampling.num_steps, shift=sampling.shift, form=sampling.schedule, device=self.device
+        )
+        bar = tqdm(total=sampling.num_steps, desc="sampling", disable=not progress, leave=False)
+
+        def step(index: int, sigma: float, state: tuple[Tensor, Tensor]) -> None:
+            bar.update(1)
+            if callback is not None:
+                callback(index, sigma, state)
+
+        try:
+            video, audio = sample(
+                denoiser,
+                (prepared.video_noise, prepared.audio_noise),
+                sigmas,
+                solver=sampling.solver,
+                callback=step,
+            )
+        finally:
+            bar.close()
+        c = prepared.condition
+        video = torch.where(c.latent_mask.bool(), c.conditional_latents, video)
+        if c.audio_latent_mask is not None:
+            audio = torch.where(c.audio_latent_mask.bool(), c.audio_conditional_latents, audio)
+        if not (bool(torch.isfinite(video).all()) and bool(torch.isfinite(audio).all())):
+            raise NonFiniteError("sampling produced NaN/inf latents")
+        return video, audio
+
+    @torch.no_grad()
+    def decode(self, prepared: PreparedGeneration, video: Tensor, audio: Tensor) -> GenerationOutput:
+        """Latents -> frames and waveform for the request's task (v2a returns the given video as is)."""
+        request, task = prepared.request, prepared.request.task
+        frames = None
+        if task.outputs_video:
+            if task is Task.V2A:
+                frames = request.video[:, : prepared.num_frames].float().cpu()
+            else:
+                frames = self.video_vae.decode(video.to(self.device))[0].float().clamp(-1, 1).cpu()
+                frames = frames[:, : prepared.num_frames]
+        wave = None
+        if task.outputs_audio:
+            wave = self.audio_vae.decode(audio.to(self.device))[0].float().clamp(-1, 1).cpu()
+            wave = _fit_samples(wave, prepared.num_audio_samples)
+        return GenerationOutput(
+            video=frames,
+            audio=wave,
+            fps=prepared.fps,
+            sample_rate=self.audio_vae.sample_rate,
+            video_latents=video.cpu(),
+            audio_latents=audio.cpu(),
+            task=task.value,
+        )
+
+
+def _fit_length(latents: Tensor, length: int, name: str, *, warn: bool) -> Tensor:
+    """Crop or zero-pad ``[B, C, L]`` to ``length`` latents (saying so when it is not a rounding)."""
+    have = latents.shape[-1]
+    if have == length:
+        return latents
+    if warn and abs(have - length) > 1:
+        warnings.warn(
+            f"{name}: {have} audio latents for a clip of {length}; "
+            f"{'cropped' if have > length else 'padded with silence'} to the video length",
+            stacklevel=4,
+        )
+    if have > length:
+        return latents[..., :length]
+    return torch.nn.functional.pad(latents, (0, length - have))
+
+
+def _fit_samples(wave: Tensor, samples: int) -> Tensor:
+    if wave.shape[-1] >= samples:
+        return wave[..., :samples]
+    return torch.nn.functional.pad(wave, (0, samples - wave.shape[-1]))
