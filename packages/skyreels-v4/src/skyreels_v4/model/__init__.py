@@ -6,7 +6,9 @@ from skyreels_v4.model.config_io import from_plain, to_plain
 from skyreels_v4.model.transformer import (
     JointDenoiser,
     ModelCondition,
+    PredictionType,
     SkyReelsV4Transformer,
+    prediction_to_velocity,
     transformer_preset,
 )
 from skyreels_v4.model.weights import (
@@ -20,10 +22,12 @@ from skyreels_v4.model.weights import (
 __all__ = [
     "JointDenoiser",
     "ModelCondition",
+    "PredictionType",
     "SkyReelsV4Transformer",
     "build_and_load",
     "from_plain",
     "load_state_into",
+    "prediction_to_velocity",
     "read_component_config",
     "save_component",
     "to_plain",

@@ -20,6 +20,7 @@ Shape legend: B batch, C video latent channels, T/h/w latent grid, Ca audio chan
 
 from __future__ import annotations
 
+import enum
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -33,7 +34,40 @@ from skyreels_v4.errors import NonFiniteError
 from skyreels_v4.model.config_io import from_plain, to_plain
 from skyreels_v4.model.weights import build_and_load, read_component_config, save_component
 
-__all__ = ["JointDenoiser", "ModelCondition", "SkyReelsV4Transformer", "transformer_preset"]
+__all__ = [
+    "JointDenoiser",
+    "ModelCondition",
+    "PredictionType",
+    "SkyReelsV4Transformer",
+    "prediction_to_velocity",
+    "transformer_preset",
+]
+
+
+class PredictionType(str, enum.Enum):
+    """What the network's output means. The public checkpoints predict the velocity ``u = ε - x0``;
+    tiny models trained from scratch learn faster predicting ``x0`` (docs/training.md)."""
+
+    VELOCITY = "velocity"
+    X0 = "x0"
+    NOISE = "noise"
+
+
+# σ is clamped away from the singular end of a conversion (x0: σ = 0; noise: σ = 1).
+_MIN_DENOMINATOR = 1e-3
+
+
+def prediction_to_velocity(prediction: PredictionType, output: Tensor, x: Tensor, sigma: Tensor) -> Tensor:
+    """Exact conversion of a network output to the velocity ``u = ε - x0`` at ``x_σ = (1-σ)x0 + σε``.
+
+    x0: ``u = (x_σ - x0) / σ``; noise: ``u = (ε - x_σ) / (1 - σ)``; velocity: unchanged.
+    """
+    if prediction is PredictionType.VELOCITY:
+        return output
+    s = sigma.to(output.dtype).reshape(-1, *([1] * (output.ndim - 1)))
+    if prediction is PredictionType.X0:
+        return (x - output) / s.clamp_min(_MIN_DENOMINATOR)
+    return (output - x) / (1 - s).clamp_min(_MIN_DENOMINATOR)
 
 
 def transformer_preset(
@@ -65,6 +99,15 @@ class SkyReelsV4Transformer(JointAudioVideoTransformer):
 
     CLASS_NAME = "SkyReelsV4Transformer"
 
+    def __init__(
+        self,
+        config: JointAudioVideoTransformerConfig,
+        *,
+        prediction: PredictionType = PredictionType.VELOCITY,
+    ) -> None:
+        super().__init__(config)
+        self.prediction = PredictionType(prediction)
+
     @property
     def video_latent_channels(self) -> int:
         """C of V (the video branch reads 2C + 1 channels)."""
@@ -80,7 +123,7 @@ class SkyReelsV4Transformer(JointAudioVideoTransformer):
             self,
             folder,
             class_name=self.CLASS_NAME,
-            config={"transformer": to_plain(self.config)},
+            config={"transformer": to_plain(self.config), "prediction": self.prediction.value},
             max_shard_size=max_shard_size,
         )
 
@@ -99,7 +142,9 @@ class SkyReelsV4Transformer(JointAudioVideoTransformer):
     ) -> SkyReelsV4Transformer:
         """Build on the meta device and assign the weights shard by shard (no second copy)."""
         config = cls.config_from_folder(folder)
-        model = build_and_load(lambda: cls(config), folder, dtype=dtype, device=device)
+        data = read_component_config(folder, class_name=cls.CLASS_NAME)
+        prediction = from_plain(PredictionType, data.get("prediction", "velocity"), name="prediction")
+        model = build_and_load(lambda: cls(config, prediction=prediction), folder, dtype=dtype, device=device)
         return model.eval()
 
 
@@ -154,7 +199,7 @@ class JointDenoiser:
         self.transformer = transformer
         self.check_finite = check_finite
 
-    def raw(
+    def network(
         self,
         video_latents: Tensor,
         audio_latents: Tensor,
@@ -163,7 +208,7 @@ class JointDenoiser:
         audio_sigma: Tensor,
         condition: ModelCondition,
     ) -> tuple[Tensor, Tensor]:
-        """The transformer's velocities (no condition overrides): what training supervises."""
+        """The transformer's outputs in its own prediction space (what training supervises)."""
         c = condition
         zero = torch.zeros_like(video_sigma)
         video_sigma = torch.where(c.video_given, zero, video_sigma)
@@ -192,6 +237,30 @@ class JointDenoiser:
             video_key_mask=c.video_key_mask,
         )
         return out.video.to(video_latents.dtype), out.audio.to(audio_latents.dtype)
+
+    def raw(
+        self,
+        video_latents: Tensor,
+        audio_latents: Tensor,
+        *,
+        video_sigma: Tensor,
+        audio_sigma: Tensor,
+        condition: ModelCondition,
+    ) -> tuple[Tensor, Tensor]:
+        """The transformer's velocities ``u = ε - x0`` (its output converted from its prediction type),
+        without the condition overrides."""
+        out_video, out_audio = self.network(
+            video_latents,
+            audio_latents,
+            video_sigma=video_sigma,
+            audio_sigma=audio_sigma,
+            condition=condition,
+        )
+        prediction = getattr(self.transformer, "prediction", PredictionType.VELOCITY)
+        return (
+            prediction_to_velocity(prediction, out_video, video_latents, video_sigma),
+            prediction_to_velocity(prediction, out_audio, audio_latents, audio_sigma),
+        )
 
     def __call__(
         self,
