@@ -1,0 +1,484 @@
+"""``JointTrainingModule``: flow-matching training of the joint audio-video transformer (paper 3.1, 4).
+
+One training step (batch from the latent cache, all draws from a generator seeded by ``(seed, step)``,
+so a resumed run makes exactly the draws the uninterrupted one would):
+
+1. a task from the mixture (``training.tasks``): what is generated and what is given;
+2. σ and ε from skyreels-flow-matching (shared or independent σ per modality, any sampler and shift);
+3. the task's condition: eq. 7's ``I`` and ``M`` on the latent grid (``I`` is the cached latent where
+   ``M = 1`` and the black-frame latent elsewhere), a clean given modality (v2a / a2v: σ = 0), an
+   in-context reference (eq. 8), text dropout to the empty prompt (for classifier-free guidance);
+4. the network's output in its prediction space (velocity, x0 or noise) against the matching target,
+   masked per modality (conditioned cells and absent modalities excluded), weighted (eq. 6).
+
+EMA weights are updated in ``optimizer_step`` (so a checkpoint holds the EMA of the saved step) by an
+elementwise lerp that is correct on sharded (DTensor) parameters as well.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor
+
+from skyreels_av_rope import AudioTimeAlignment, audio_rotary_config
+from skyreels_flow_matching import (
+    JointFlowMatching,
+    JointFlowMatchingConfig,
+    TimestepSharing,
+    masked_mse,
+)
+from skyreels_inpaint_conditioning import (
+    TaskMixture,
+    TaskSampler,
+    TrainingTask,
+    pack_video_references,
+    reduce_pixel_mask_to_latent,
+)
+from skyreels_mmdit_blocks import AVExchangeOrder, JointAudioVideoTransformerConfig
+from skyreels_v4.errors import NonFiniteError, SkyReelsError
+from skyreels_v4.model import (
+    JointDenoiser,
+    ModelCondition,
+    PredictionType,
+    SkyReelsV4Transformer,
+    transformer_preset,
+)
+from skyreels_v4.refiner.hparams import as_sampler_config
+from skyreels_v4.training.tasks import JointTask, parse_task_mixture, sample_task
+
+__all__ = ["JointTrainingModule", "build_transformer_config"]
+
+_BRANCH_FIELDS = (
+    "dim",
+    "num_heads",
+    "num_dual_blocks",
+    "num_single_blocks",
+    "mlp_ratio",
+    "num_refiner_blocks",
+)
+
+
+def build_transformer_config(
+    *,
+    preset: str,
+    video_latent_channels: int,
+    audio_latent_channels: int,
+    text_dim: int | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    av_cross_attention: bool = True,
+    audio_alignment: str = "ratio",
+    exchange_order: str = "sequential",
+) -> JointAudioVideoTransformerConfig:
+    """A preset sized for the cache's latents, with branch overrides and the ablation switches.
+
+    ``overrides`` may change ``dim``, ``num_heads``, block counts, ``mlp_ratio``, ``num_refiner_blocks``
+    (both branches) and ``video_rope_axes`` (the video RoPE split; it must sum to the head dim).
+    """
+    from skyreels_av_rope import RotaryConfig
+
+    config = transformer_preset(
+        preset, video_latent_channels=video_latent_channels, audio_latent_channels=audio_latent_channels
+    )
+    overrides = dict(overrides or {})
+    rope_axes = overrides.pop("video_rope_axes", None)
+    unknown = sorted(set(overrides) - set(_BRANCH_FIELDS))
+    if unknown:
+        raise SkyReelsError(
+            f"model_overrides: unknown keys {unknown}; "
+            f"expected some of {[*_BRANCH_FIELDS, 'video_rope_axes']}"
+        )
+    try:
+        alignment = AudioTimeAlignment(audio_alignment)
+        order = AVExchangeOrder(exchange_order)
+    except ValueError as error:
+        raise SkyReelsError(f"audio_alignment / exchange_order: {error}") from None
+    if alignment is AudioTimeAlignment.SECONDS:
+        raise SkyReelsError(
+            "audio_alignment: 'seconds' needs explicit positions; use 'ratio' or 'temporal_channels_only'"
+        )
+    video = config.video
+    changes = dict(overrides)
+    if text_dim is not None:
+        changes["text_dim"] = text_dim
+    if rope_axes is not None:
+        changes["rope"] = RotaryConfig(axes_dims=tuple(rope_axes), theta=video.rope.theta)
+    dual = changes.get("num_dual_blocks", video.num_dual_blocks)
+    single = changes.get("num_single_blocks", video.num_single_blocks)
+    changes["text_cross_attention_blocks"] = tuple(range(dual, dual + single))
+    try:
+        video = dataclasses.replace(video, **changes)
+        audio_changes = {k: v for k, v in changes.items() if k != "text_cross_attention_blocks"}
+        audio = dataclasses.replace(
+            config.audio,
+            **audio_changes,
+            rope=audio_rotary_config(alignment, video.rope),
+            text_cross_attention_blocks=(),
+        )
+        return dataclasses.replace(
+            config,
+            video=video,
+            audio=audio,
+            audio_alignment=alignment,
+            exchange_order=order,
+            depth_mapping=None if av_cross_attention else (),
+        )
+    except (TypeError, ValueError) as error:
+        raise SkyReelsError(f"model config: {error}") from error
+
+
+class JointTrainingModule(L.LightningModule):
+    """Flow-matching training of ``SkyReelsV4Transformer`` on latent-cache batches (module docstring).
+
+    Args:
+        preset: tiny / small / full, sized by ``video_latent_channels`` / ``audio_latent_channels`` /
+            ``text_dim`` (the cache's; the data module checks them) and ``model_overrides``.
+        prediction: velocity, x0 or noise (exact conversions; x0 learns fastest on tiny CPU models).
+        tasks: the task mixture (``training.tasks``).
+        timestep_sampler: skyreels-flow-matching ``TimestepSamplerConfig`` as a dict (None = uniform).
+        timestep_sharing: ``shared`` (eq. 6) or ``independent`` σ per modality.
+        video_weight, audio_weight: eq. 6's loss weights.
+        text_dropout: probability of replacing a sample's text with the empty prompt.
+        ema_decay: 0 = no EMA.
+        av_cross_attention, audio_alignment, exchange_order: the ablation switches.
+        init_from: a model folder (``SkyReelsV4Transformer.save_pretrained``) whose weights start this
+            stage (Table 1's stage chaining); its config must match.
+    """
+
+    def __init__(
+        self,
+        *,
+        preset: str = "tiny",
+        video_latent_channels: int,
+        audio_latent_channels: int,
+        text_dim: int | None = None,
+        model_overrides: dict[str, Any] | None = None,
+        prediction: str = "x0",
+        tasks: dict[str, float] | None = None,
+        timestep_sampler: dict[str, Any] | None = None,
+        timestep_sharing: str = "shared",
+        video_weight: float = 1.0,
+        audio_weight: float = 1.0,
+        text_dropout: float = 0.1,
+        ema_decay: float = 0.0,
+        learning_rate: float = 1e-3,
+        weight_decay: float = 0.0,
+        warmup_steps: int = 0,
+        activation_checkpointing: bool = False,
+        av_cross_attention: bool = True,
+        audio_alignment: str = "ratio",
+        exchange_order: str = "sequential",
+        init_from: str | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        config = build_transformer_config(
+            preset=preset,
+            video_latent_channels=video_latent_channels,
+            audio_latent_channels=audio_latent_channels,
+            text_dim=text_dim,
+            overrides=model_overrides,
+            av_cross_attention=av_cross_attention,
+            audio_alignment=audio_alignment,
+            exchange_order=exchange_order,
+        )
+        try:
+            self.prediction = PredictionType(prediction)
+            sharing = TimestepSharing(timestep_sharing)
+        except ValueError as error:
+            raise SkyReelsError(f"prediction / timestep_sharing: {error}") from None
+        self.transformer = SkyReelsV4Transformer(config, prediction=self.prediction)
+        if init_from is not None:
+            source = SkyReelsV4Transformer.from_pretrained(init_from)
+            if source.config != config:
+                raise SkyReelsError(
+                    f"init_from: {init_from} holds a different transformer config than this stage"
+                )
+            self.transformer.load_state_dict(source.state_dict())
+        if activation_checkpointing:
+            self.transformer.set_activation_checkpointing(True)
+        self.denoiser = JointDenoiser(self.transformer, check_finite=False)
+        self.objective = JointFlowMatching(
+            JointFlowMatchingConfig(
+                sampler=as_sampler_config(timestep_sampler, name="timestep_sampler"),
+                timestep_sharing=sharing,
+                video_weight=float(video_weight),
+                audio_weight=float(audio_weight),
+            )
+        )
+        self.mixture = parse_task_mixture(tasks or {"t2av": 1.0})
+        for name, value, low, high in (
+            ("text_dropout", text_dropout, 0.0, 1.0),
+            ("ema_decay", ema_decay, 0.0, 1.0),
+            ("learning_rate", learning_rate, 0.0, 10.0),
+        ):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+                raise SkyReelsError(f"{name}: expected a number in [{low}, {high}], got {value!r}")
+        self.ema: list[Tensor] | None = None
+        if ema_decay > 0:
+            self.ema = [p.detach().clone() for p in self.transformer.parameters()]
+        # Set by the data module (the cache's empty-prompt embedding and black latent).
+        self.empty_prompt: Tensor | None = None
+        self.black_latents: dict[tuple[int, int], Tensor] = {}
+        self.frame_geometry: tuple[int, int] | None = None  # (temporal_factor, spatial_factor)
+
+    # -- wiring -------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        cache = getattr(dm, "cache", None)
+        if cache is None:
+            return
+        cfg = self.transformer.config
+        for name, ours, theirs in (
+            ("video_latent_channels", self.transformer.video_latent_channels, cache.video_latent_channels),
+            ("audio_latent_channels", self.transformer.audio_latent_channels, cache.audio_latent_channels),
+            ("text_dim", cfg.video.text_dim, cache.text_dim),
+        ):
+            if ours != theirs:
+                from skyreels_v4.errors import PreflightError
+
+                raise PreflightError(
+                    f"model.{name}: the model expects {ours}, the cache {cache.root} holds {theirs}; "
+                    "set it to the cache's value"
+                )
+        self.empty_prompt = cache.empty_prompt
+        self.black_latents = dict(cache.black_latents)
+        self.frame_geometry = (int(cache.index["temporal_factor"]), int(cache.index["spatial_factor"]))
+
+    def configure_optimizers(self) -> Any:
+        hp = self.hparams
+        optimizer = torch.optim.AdamW(
+            self.transformer.parameters(),
+            lr=hp.learning_rate,
+            weight_decay=hp.weight_decay,
+            betas=(0.9, 0.99),
+        )
+        if hp.warmup_steps <= 0:
+            return optimizer
+        warmup = int(hp.warmup_steps)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # -- one step -----------------------------------------------------------------------------
+    def _generator(self, salt: int) -> torch.Generator:
+        return torch.Generator().manual_seed(int(self.hparams.seed) * 1_000_003 + salt)
+
+    def prepare_batch(
+        self, batch: Mapping[str, Tensor], *, generator: torch.Generator, task: Any | None = None
+    ) -> dict[str, Any]:
+        """The step's inputs: noisy states, σ, condition, targets and loss masks (module docstring)."""
+        z_v, z_a = batch["video_latents"].float(), batch["audio_latents"].float()
+        text, text_mask = batch["text_tokens"].float(), batch["text_mask"].bool()
+        device, b = z_v.device, z_v.shape[0]
+        _, c, t, h, w = z_v.shape
+        task = sample_task(self.mixture, generator) if task is None else task
+
+        # Text dropout -> the empty prompt (what guidance's negative branch sees at inference).
+        if self.hparams.text_dropout > 0:
+            drop = torch.rand(b, generator=generator) < self.hparams.text_dropout
+            if bool(drop.any()):
+                if self.empty_prompt is None:
+                    raise SkyReelsError(
+                        "text_dropout: needs the cache's empty-prompt embedding (use the data module)"
+                    )
+                empty = self.empty_prompt.to(device)
+                length = max(text.shape[1], empty.shape[0])
+                text = torch.nn.functional.pad(text, (0, 0, 0, length - text.shape[1]))
+                text_mask = torch.nn.functional.pad(text_mask, (0, length - text_mask.shape[1]))
+                for i in drop.nonzero().flatten().tolist():
+                    text[i] = 0
+                    text[i, : empty.shape[0]] = empty
+                    text_mask[i] = False
+                    text_mask[i, : empty.shape[0]] = True
+
+        # σ, then ε for video, then ε for audio (skyreels-flow-matching's order), all on the CPU
+        # generator so that every device draws the same numbers.
+        patch = self.transformer.config.video.patch_size
+        s_v, s_a = self.objective.sample_sigmas(
+            b,
+            generator=generator,
+            video_num_tokens=t * h * w // (patch[0] * patch[1] * patch[2]),
+            audio_num_tokens=z_a.shape[-1],
+        )
+        eps_v = torch.randn(z_v.shape, generator=generator).to(device)
+        eps_a = torch.randn(z_a.shape, generator=generator).to(device)
+        s_v, s_a = s_v.to(device), s_a.to(device)
+        x_v = (1 - s_v.view(-1, 1, 1, 1, 1)) * z_v + s_v.view(-1, 1, 1, 1, 1) * eps_v
+        x_a = (1 - s_a.view(-1, 1, 1)) * z_a + s_a.view(-1, 1, 1) * eps_a
+
+        latent_mask = torch.zeros(b, 1, t, h, w, device=device)
+        video_given = torch.zeros(b, dtype=torch.bool, device=device)
+        audio_given = torch.zeros(b, dtype=torch.bool, device=device)
+        video_loss = torch.ones(b, 1, 1, 1, 1, device=device)
+        audio_loss = torch.ones(b, 1, 1, device=device)
+        references: dict[str, Tensor] = {}
+        if task is JointTask.V2A:
+            video_given[:] = True
+            latent_mask[:] = 1
+            x_v = z_v
+            video_loss = video_loss * 0
+        elif task is JointTask.A2V:
+            audio_given[:] = True
+            x_a = z_a
+            audio_loss = audio_loss * 0
+        elif task is JointTask.T2V:  # audio absent: pure noise at σ = 1, no loss
+            x_a, s_a = (
+                eps_a if bool((s_a > 0).all()) else torch.randn(z_a.shape, generator=generator).to(device),
+                torch.ones_like(s_a),
+            )
+            audio_loss = audio_loss * 0
+        elif task is JointTask.T2A:
+            x_v, s_v = eps_v, torch.ones_like(s_v)
+            video_loss = video_loss * 0
+        elif isinstance(task, TrainingTask):
+            latent_mask, references = self._video_task(task, z_v, generator)
+        black = self.black_latents.get((h, w))
+        if black is None:
+            if bool(latent_mask.any()) and self.black_latents:
+                raise SkyReelsError(f"batch: no black-frame latent for a {h}x{w} latent grid in the cache")
+            black = torch.zeros(c, h, w)
+        black = black.to(device).view(1, c, 1, h, w)
+        conditional = torch.where(latent_mask.bool(), z_v, black.expand_as(z_v))
+        condition = ModelCondition(
+            text_tokens=text,
+            text_mask=text_mask,
+            conditional_latents=conditional,
+            latent_mask=latent_mask,
+            condition_noise=eps_v,
+            video_given=video_given,
+            audio_given=audio_given,
+            **references,
+        )
+        targets = {
+            PredictionType.X0: (z_v, z_a),
+            PredictionType.NOISE: (eps_v, eps_a),
+            PredictionType.VELOCITY: (eps_v - z_v, eps_a - z_a),
+        }[self.prediction]
+        return {
+            "task": task,
+            "video": x_v,
+            "audio": x_a,
+            "video_sigma": s_v,
+            "audio_sigma": s_a,
+            "condition": condition,
+            "video_target": targets[0],
+            "audio_target": targets[1],
+            "video_loss_mask": video_loss * (1 - latent_mask),
+            "audio_loss_mask": audio_loss,
+        }
+
+    def _video_task(self, task: TrainingTask, z_v: Tensor, generator: torch.Generator) -> tuple[Tensor, dict]:
+        """Eq. 7's latent mask for an inpainting task, or an in-context reference (eq. 8)."""
+        b, _, t, h, w = z_v.shape
+        tf, sf = self.frame_geometry or (4, 8)
+        frames, height, width = 1 + (t - 1) * tf, h * sf, w * sf
+        device = z_v.device
+        if task in (TrainingTask.IMAGE_REFERENCE, TrainingTask.VIDEO_REFERENCE):
+            # The clip's own frames as the reference: one latent frame (image) or a short run (clip).
+            span = 1 if task is TrainingTask.IMAGE_REFERENCE or t < 2 else min(t, 2)
+            start = int(torch.randint(0, t - span + 1, (1,), generator=generator))
+            reference = z_v[:, :, start : start + span]
+            patch = self.transformer.config.video.patch_size
+            packed = pack_video_references([reference], video_grid=(t, h, w), patch_size=patch)
+            return torch.zeros(b, 1, t, h, w, device=device), {
+                "video_reference": packed.concat_input(),
+                "video_positions": packed.positions[None].expand(b, -1, -1).to(device),
+                "video_key_mask": packed.key_valid.to(device),
+            }
+        sampler = TaskSampler(
+            TaskMixture(name="step", weights={task: 1.0}),
+            seed=int(torch.randint(0, 2**31, (1,), generator=generator)),
+        )
+        masks = []
+        for _ in range(b):
+            spec = sampler.draw_spec(task, num_frames=frames, height=height, width=width, temporal_factor=tf)
+            pixel = spec.pixel_keep_mask(num_frames=frames, height=height, width=width, temporal_factor=tf)
+            masks.append(pixel)
+        pixel_mask = torch.stack(masks)[:, None]
+        latent = reduce_pixel_mask_to_latent(pixel_mask, temporal_factor=tf, spatial_factor=sf)
+        return latent.to(device=device, dtype=torch.float32), {}
+
+    def compute_loss(self, prepared: Mapping[str, Any]) -> dict[str, Tensor]:
+        out_v, out_a = self.denoiser.network(
+            prepared["video"],
+            prepared["audio"],
+            video_sigma=prepared["video_sigma"],
+            audio_sigma=prepared["audio_sigma"],
+            condition=prepared["condition"],
+        )
+        config = self.objective.config
+        video = masked_mse(
+            out_v, prepared["video_target"], prepared["video_loss_mask"].expand_as(out_v[:, :1])
+        )
+        audio = masked_mse(
+            out_a, prepared["audio_target"], prepared["audio_loss_mask"].expand_as(out_a[:, :1])
+        )
+        total = config.video_weight * video + config.audio_weight * audio
+        return {"loss": total, "video_loss": video, "audio_loss": audio}
+
+    def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:
+        generator = self._generator(int(self.global_step))
+        prepared = self.prepare_batch(batch, generator=generator)
+        losses = self.compute_loss(prepared)
+        if not bool(torch.isfinite(losses["loss"])):
+            raise NonFiniteError(
+                f"training loss is {float(losses['loss'])} at global step {self.global_step} "
+                f"(batch {batch_idx}, task {prepared['task'].value}, "
+                f"cache items {batch.get('index', torch.tensor([])).tolist()})"
+            )
+        b = batch["video_latents"].shape[0]
+        self.log("train/loss", losses["loss"], prog_bar=True, batch_size=b)
+        self.log("train/video_loss", losses["video_loss"], batch_size=b)
+        self.log("train/audio_loss", losses["audio_loss"], batch_size=b)
+        return losses["loss"]
+
+    def validation_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
+        # Fixed draws per batch: comparable across validations (t2av, σ from the run's sampler).
+        prepared = self.prepare_batch(
+            batch, generator=self._generator(10_000_000 + batch_idx), task=JointTask.T2AV
+        )
+        losses = self.compute_loss(prepared)
+        b = batch["video_latents"].shape[0]
+        for key, value in losses.items():
+            self.log(f"val/{key}", value, batch_size=b)
+
+    # -- EMA ----------------------------------------------------------------------------------
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> Any:
+        result = super().optimizer_step(*args, **kwargs)
+        if self.ema is not None:
+            decay = float(self.hparams.ema_decay)
+            with torch.no_grad():
+                for shadow, param in zip(self.ema, self.transformer.parameters()):
+                    shadow.lerp_(param.detach().to(shadow.device), 1.0 - decay)
+        return result
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.ema is not None:
+            checkpoint["ema"] = [s.detach().cpu() for s in self.ema]
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.ema is not None and "ema" in checkpoint:
+            saved = checkpoint["ema"]
+            if len(saved) != len(self.ema):
+                raise SkyReelsError(
+                    f"checkpoint: EMA holds {len(saved)} tensors, the model has {len(self.ema)}"
+                )
+            self.ema = [s.to(p.device) for s, p in zip(saved, self.transformer.parameters())]
+
+    def export_transformer(self, *, use_ema: bool = True) -> SkyReelsV4Transformer:
+        """A plain copy of the transformer for inference (EMA weights when there are any)."""
+        model = copy.deepcopy(self.transformer).cpu().eval()
+        if use_ema and self.ema is not None:
+            with torch.no_grad():
+                for param, shadow in zip(model.parameters(), self.ema):
+                    param.copy_(shadow)
+        for param in model.parameters():
+            if not bool(torch.isfinite(param).all()):
+                raise NonFiniteError("export: the transformer holds NaN/inf weights; refusing to export")
+        return model
