@@ -31,6 +31,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "skyreels_refiner_vsa.efficiency",
         "FLOPs: base + refiner vs direct 1080p generation",
     ),
+    "quickstart": (
+        "skyreels_v4.training.quickstart",
+        "train the tiny model on the procedural world, then generate clips with sound",
+    ),
 }
 
 

@@ -113,7 +113,7 @@ def build_transformer_config(
     changes["text_cross_attention_blocks"] = tuple(range(dual, dual + single))
     try:
         video = dataclasses.replace(video, **changes)
-        audio_changes = {k: v for k, v in changes.items() if k != "text_cross_attention_blocks"}
+        audio_changes = {k: v for k, v in changes.items() if k not in ("text_cross_attention_blocks", "rope")}
         audio = dataclasses.replace(
             config.audio,
             **audio_changes,
