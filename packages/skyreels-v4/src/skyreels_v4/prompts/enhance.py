@@ -194,12 +194,12 @@ class LLMPromptEnhancer:
 
         Raises:
             PromptError: ``text`` itself is not a valid prompt.
+            Exception: whatever ``generate`` raises propagates (a broken model is not a bad output).
         """
         parse_prompt(text, max_chars=self.max_chars)
         output = self.generate(self.system_prompt, text)
         problem = self._problem(text, output)
-        if problem is None:
-            assert isinstance(output, str)
+        if problem is None and isinstance(output, str):
             return parse_prompt(output.strip(), max_chars=self.max_chars).render()
         warnings.warn(
             f"LLMPromptEnhancer: {problem}; using {type(self.fallback).__name__} instead",
