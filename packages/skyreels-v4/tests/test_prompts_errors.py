@@ -126,7 +126,7 @@ _FRAGMENTS = st.sampled_from(
     ]
 )  # fmt: skip
 _TEXT = st.lists(st.one_of(_FRAGMENTS, st.text(max_size=8)), max_size=14).map("".join)
-_FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+_FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @_FUZZ
