@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from skyreels_flow_matching import JointGuidedDenoiser, flow_sigmas, sample
+from skyreels_flow_matching import GuidanceBatching, JointGuidedDenoiser, flow_sigmas, sample
 from skyreels_inpaint_conditioning import (
     ImageToVideo,
     StartEndInterpolation,
@@ -36,12 +36,13 @@ from skyreels_inpaint_conditioning import (
     pack_video_references,
     video_from_keyframes,
 )
-from skyreels_v4.errors import FileFormatError, NonFiniteError, SkyReelsError
+from skyreels_v4.errors import FileFormatError, NonFiniteError, PromptError, SkyReelsError
 from skyreels_v4.io import atomic_write_json, read_json
 from skyreels_v4.model import JointDenoiser, ModelCondition, SkyReelsV4Transformer
 from skyreels_v4.pipeline.output import GenerationOutput
+from skyreels_v4.pipeline.prompting import PromptPlan, plan_prompt
 from skyreels_v4.pipeline.request import GenerationRequest, Task
-from skyreels_v4.pipeline.sampling import SamplingConfig
+from skyreels_v4.pipeline.sampling import NegativeReferences, SamplingConfig
 
 __all__ = ["GenerationDefaults", "PreparedGeneration", "SkyReelsV4Pipeline"]
 
@@ -68,6 +69,7 @@ class PreparedGeneration:
     """
 
     request: GenerationRequest
+    prompt: PromptPlan
     num_frames: int
     height: int
     width: int
@@ -212,10 +214,15 @@ class SkyReelsV4Pipeline:
         return cached
 
     # -- sizes --------------------------------------------------------------------------------
-    def _resolve_size(self, request: GenerationRequest) -> tuple[int, int, int, float]:
+    def _resolve_size(
+        self, request: GenerationRequest, duration_s: float | None = None
+    ) -> tuple[int, int, int, float]:
         d = self.defaults
         fps = float(request.fps if request.fps is not None else d.fps)
         frames, height, width = request.num_frames, request.height, request.width
+        tf = self.video_vae.temporal_factor
+        if duration_s is not None:
+            frames = self._multishot_frames(request, frames, duration_s, fps)
         source = request.video
         if request.task in (Task.V2A, Task.EDIT) and source is not None:
             for name, value, own in (
@@ -251,12 +258,10 @@ class SkyReelsV4Pipeline:
         if request.task is Task.A2V and request.audio is not None and frames is None:
             seconds = request.audio.shape[1] / request.audio_sample_rate
             # The shortest whole-latent clip that covers the track (the audio is padded, never cut).
-            tf = self.video_vae.temporal_factor
             frames = 1 + max(0, math.ceil((math.ceil(seconds * fps - 1e-6) - 1) / tf)) * tf
         frames = d.num_frames if frames is None else frames
         height = d.height if height is None else height
         width = d.width if width is None else width
-        tf = self.video_vae.temporal_factor
         cell = self.video_vae.spatial_factor * self.transformer.config.video.patch_size[1]
         if (frames - 1) % tf:
             if request.task in (Task.V2A, Task.EDIT, Task.A2V):
@@ -281,12 +286,48 @@ class SkyReelsV4Pipeline:
             )
         return frames, height, width, fps
 
+    def _multishot_frames(
+        self, request: GenerationRequest, frames: int | None, duration_s: float, fps: float
+    ) -> int | None:
+        """A multi-shot prompt's length: the shots' total when ``num_frames`` is open (rounded to the
+        nearest whole-latent length, with a warning when that changes it), else checked against it
+        (they must agree within one latent frame, ``temporal_factor / fps`` seconds)."""
+        tf = self.video_vae.temporal_factor
+        if request.task in (Task.V2A, Task.EDIT) and frames is None:
+            frames = request.video.shape[1]
+        if frames is None:
+            groups = max(0, round((duration_s * fps - 1) / tf))
+            frames = 1 + groups * tf
+            if abs(frames / fps - duration_s) > 1e-6:
+                warnings.warn(
+                    f"prompt: the shots add up to {duration_s:g} s; at {fps:g} fps the nearest whole-latent "
+                    f"length is {frames} frames ({frames / fps:g} s)",
+                    stacklevel=4,
+                )
+            return frames
+        if abs(frames / fps - duration_s) > tf / fps + 1e-9:
+            raise PromptError(
+                f"num_frames: {frames} frames at {fps:g} fps last {frames / fps:g} s, but the prompt's shots "
+                f"add up to {duration_s:g} s (expected agreement within {tf / fps:g} s); leave num_frames "
+                "open to take the shots' total"
+            )
+        return frames
+
     # -- preparation --------------------------------------------------------------------------
-    def prepare(self, request: GenerationRequest) -> PreparedGeneration:
+    def prepare(
+        self, request: GenerationRequest, *, sampling: SamplingConfig | None = None
+    ) -> PreparedGeneration:
         """Validate sizes, encode prompt and media, draw the noise: everything sampling needs."""
         if not isinstance(request, GenerationRequest):
             raise TypeError(f"request: expected a GenerationRequest, got {type(request).__name__}")
-        frames, height, width, fps = self._resolve_size(request)
+        sampling = self.sampling if sampling is None else sampling
+        plan = plan_prompt(
+            request.prompt,
+            reference_images=request.reference_images,
+            reference_videos=request.reference_videos,
+            reference_audios=request.reference_audios,
+        )
+        frames, height, width, fps = self._resolve_size(request, plan.duration_s)
         device, vae, codec = self.device, self.video_vae, self.audio_vae
         c = self.transformer.video_latent_channels
         t = vae.num_latent_frames(frames)
@@ -299,7 +340,7 @@ class SkyReelsV4Pipeline:
         video_noise = torch.randn(1, c, t, h, w, generator=generator).to(device)
         audio_noise = torch.randn(1, codec.latent_channels, num_audio, generator=generator).to(device)
 
-        positive, negative_text = self.encode_prompt(request.prompt, request.negative_prompt)
+        positive, negative_text = self.encode_prompt(plan.text, request.negative_prompt)
         positive, negative_text = positive.to(device=device), negative_text.to(device=device)
 
         # Video condition (eq. 7).
@@ -347,7 +388,7 @@ class SkyReelsV4Pipeline:
                 "audio_condition_noise": audio_noise if audio_given else audio_noise.clone(),
             }
 
-        references = self._references(request, (t, h, w), device)
+        references = self._references(plan, request.audio_sample_rate, (t, h, w), device)
         guidance = None
         if self.transformer.config.video.guidance_embedding:
             value = self.sampling.embedded_guidance
@@ -367,14 +408,21 @@ class SkyReelsV4Pipeline:
         condition = ModelCondition(
             text_tokens=positive.tokens, text_mask=positive.mask, pooled_text=positive.pooled, **base
         )
+        dropped: dict[str, None] = {}
+        if sampling.negative_references is NegativeReferences.DROP:
+            dropped = dict.fromkeys(
+                ("video_reference", "video_positions", "video_key_mask", "audio_reference")
+            )
         negative = replace(
             condition,
             text_tokens=negative_text.tokens,
             text_mask=negative_text.mask,
             pooled_text=negative_text.pooled,
+            **dropped,
         )
         return PreparedGeneration(
             request=request,
+            prompt=plan,
             num_frames=frames,
             height=height,
             width=width,
@@ -421,19 +469,21 @@ class SkyReelsV4Pipeline:
         raise SkyReelsError(f"task: {task.value!r} has no video condition")  # pragma: no cover
 
     def _references(
-        self, request: GenerationRequest, grid: tuple[int, int, int], device: torch.device
+        self, plan: PromptPlan, sample_rate: int | None, grid: tuple[int, int, int], device: torch.device
     ) -> dict:
+        """Encode and pack the references in prompt order (eq. 8-9): visual ones as negative-time
+        frames of the video branch, audio ones prepended to the audio branch."""
         out: dict[str, Tensor | None] = {}
-        clips = [image[:, None] for image in request.reference_images] + list(request.reference_videos)
+        clips = plan.visual_references
         if clips:
             latents = []
-            for clip in clips:
+            for label, clip in zip(plan.visual_labels, clips, strict=True):
                 frames = clip.shape[1]
                 usable = 1 + (frames - 1) // self.video_vae.temporal_factor * self.video_vae.temporal_factor
                 cell = self.video_vae.spatial_factor * self.transformer.config.video.patch_size[1]
                 if clip.shape[2] % cell or clip.shape[3] % cell:
                     raise SkyReelsError(
-                        f"reference: sizes must be multiples of {cell}, got {tuple(clip.shape[2:])}"
+                        f"{label}: reference sizes must be multiples of {cell}, got {tuple(clip.shape[2:])}"
                     )
                 with torch.no_grad():
                     latents.append(self.video_vae.encode(clip[:, :usable][None].to(device)).float())
@@ -443,13 +493,11 @@ class SkyReelsV4Pipeline:
             out["video_reference"] = packed.concat_input()
             out["video_positions"] = packed.positions[None].to(device)
             out["video_key_mask"] = packed.key_valid.to(device)
-        if request.reference_audios:
+        if plan.audio_references:
             parts = []
-            for wave in request.reference_audios:
+            for wave in plan.audio_references:
                 with torch.no_grad():
-                    parts.append(
-                        self.audio_vae.encode(wave[None].to(device), request.audio_sample_rate).float()
-                    )
+                    parts.append(self.audio_vae.encode(wave[None].to(device), sample_rate).float())
             out["audio_reference"] = torch.cat(parts, dim=-1)
         return out
 
@@ -475,7 +523,7 @@ class SkyReelsV4Pipeline:
         sampling = self.sampling if sampling is None else sampling
         if not isinstance(sampling, SamplingConfig):
             raise TypeError(f"sampling: expected a SamplingConfig, got {type(sampling).__name__}")
-        prepared = self.prepare(request)
+        prepared = self.prepare(request, sampling=sampling)
         video, audio = self.sample(prepared, sampling=sampling, callback=callback, progress=progress)
         return self.decode(prepared, video, audio)
 
@@ -490,12 +538,16 @@ class SkyReelsV4Pipeline:
     ) -> tuple[Tensor, Tensor]:
         """Solve from the prepared noise to clean latents (conditioned latents pasted back exactly)."""
         sampling = self.sampling if sampling is None else sampling
+        guidance = sampling.guidance
+        if _structure(prepared.condition) != _structure(prepared.negative):
+            # Dropped references: the branches hold different token counts, so they cannot share a batch.
+            guidance = replace(guidance, batching=GuidanceBatching.SEQUENTIAL)
         denoiser = JointGuidedDenoiser(
             JointDenoiser(self.transformer),
             condition=prepared.condition,
             video_negative_condition=prepared.negative,
             audio_negative_condition=prepared.negative,
-            config=sampling.guidance,
+            config=guidance,
         )
         sigmas = flow_sigmas(
             sampling.num_steps, shift=sampling.shift, form=sampling.schedule, device=self.device
@@ -549,6 +601,11 @@ class SkyReelsV4Pipeline:
             audio_latents=audio.cpu(),
             task=task.value,
         )
+
+
+def _structure(condition: ModelCondition) -> tuple[bool, ...]:
+    """Which optional fields a condition holds (conditions batch only when these agree)."""
+    return tuple(getattr(condition, name) is None for name in condition.__dataclass_fields__)
 
 
 def _fit_length(latents: Tensor, length: int, name: str, *, warn: bool) -> Tensor:

@@ -3,6 +3,7 @@ that lives in the model folder (``scheduler/scheduler_config.json``) and can be 
 
 from __future__ import annotations
 
+import enum
 import math
 import os
 from dataclasses import dataclass, field
@@ -18,9 +19,22 @@ from skyreels_flow_matching import (
 from skyreels_v4.io import atomic_write_json, read_json
 from skyreels_v4.model.config_io import from_plain, to_plain
 
-__all__ = ["SamplingConfig"]
+__all__ = ["NegativeReferences", "SamplingConfig"]
 
 SCHEDULER_CONFIG_NAME = "scheduler_config.json"
+
+
+class NegativeReferences(str, enum.Enum):
+    """Whether the in-context references (paper 3.3) stay in guidance's negative branch.
+
+    ``keep``: the negative differs from the positive by its text only, so guidance amplifies the prompt
+    and the references act fully in both branches (identity kept at any scale). ``drop``: the negative
+    sees neither text nor references, so guidance also amplifies the references (stronger likeness;
+    the branches then run one after another because their token counts differ).
+    """
+
+    KEEP = "keep"
+    DROP = "drop"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -35,6 +49,9 @@ class SamplingConfig:
     embedded_guidance: the distilled guidance value for a video branch with a guidance embedding
         (HunyuanVideo feeds ``1000 · scale``); None for models without one.
     batching: run guidance branches as one batch (fast) or one after another (memory).
+    negative_references: whether references stay in the negative branch (``NegativeReferences``).
+    The negative's text is the request's ``negative_prompt`` (default "": the empty prompt, which is what
+    training's text dropout shows the model, so the default negative is a text drop).
     """
 
     solver: Solver = Solver.EULER
@@ -47,6 +64,7 @@ class SamplingConfig:
     audio_rescale: float = 0.0
     embedded_guidance: float | None = None
     batching: GuidanceBatching = field(default=GuidanceBatching.BATCHED)
+    negative_references: NegativeReferences = NegativeReferences.KEEP
 
     def __post_init__(self) -> None:
         if not isinstance(self.solver, Solver):
@@ -55,6 +73,11 @@ class SamplingConfig:
             raise TypeError(f"schedule: expected a ScheduleForm, got {self.schedule!r}")
         if not isinstance(self.batching, GuidanceBatching):
             raise TypeError(f"batching: expected a GuidanceBatching, got {self.batching!r}")
+        if not isinstance(self.negative_references, NegativeReferences):
+            raise TypeError(
+                f"negative_references: expected one of {[n.value for n in NegativeReferences]}, "
+                f"got {self.negative_references!r}"
+            )
         if (
             isinstance(self.num_steps, bool)
             or not isinstance(self.num_steps, int)
