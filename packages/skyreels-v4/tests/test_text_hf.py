@@ -157,3 +157,15 @@ def test_errors(tmp_path) -> None:
     (saved / "model" / "config.json").unlink()
     with pytest.raises(FileFormatError, match=r"holds no Hugging Face config\.json"):
         load_text_encoder(saved)
+
+
+def test_missing_weights_are_an_error_not_a_random_init(tmp_path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    folder, _, _ = _t5_folder(tmp_path)
+    weights = load_file(folder / "model.safetensors")
+    dropped = sorted(k for k in weights if "block.1." in k)[0]
+    del weights[dropped]
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(FileFormatError, match="lacks 1 weights"):
+        HFTextEncoder.from_hf(folder)

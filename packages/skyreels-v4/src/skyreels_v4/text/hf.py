@@ -22,7 +22,14 @@ from skyreels_v4.text.base import TextEncoder, config_from_dict, config_to_dict
 from skyreels_v4.text.embeddings import TextEmbeddings
 from skyreels_v4.text.layers import FinalNorm, LayerCapture, resolve_hidden_layer
 
-__all__ = ["HFTextEncoder", "HFTextEncoderConfig", "PooledOutput", "resolve_model_dir"]
+__all__ = [
+    "HFTextEncoder",
+    "HFTextEncoderConfig",
+    "PooledOutput",
+    "load_hf",
+    "load_hf_model",
+    "resolve_model_dir",
+]
 
 MODEL_DIR = "model"
 
@@ -125,6 +132,21 @@ def load_hf(loader: Any, model_dir: Path, what: str, **kwargs: Any) -> Any:
         raise FileFormatError(model_dir, f"cannot load the {what}: {error}") from error
 
 
+def load_hf_model(model_class: Any, model_dir: Path, *, dtype: torch.dtype | None) -> nn.Module:
+    """Load safetensors weights only; a weight the checkpoint lacks is an error, never a random init."""
+    kwargs: dict[str, Any] = {"use_safetensors": True, "output_loading_info": True}
+    if dtype is not None:
+        kwargs["dtype"] = dtype
+    model, info = load_hf(model_class, model_dir, model_class.__name__, **kwargs)
+    missing = sorted(info.get("missing_keys", []))
+    if missing:
+        raise FileFormatError(
+            model_dir,
+            f"the checkpoint lacks {len(missing)} weights of {model_class.__name__}, e.g. {missing[:3]}",
+        )
+    return model.eval()
+
+
 class HFTextEncoder(TextEncoder):
     """A transformers encoder + its tokenizer (text only). Build with ``from_hf`` or ``from_pretrained``."""
 
@@ -183,11 +205,7 @@ class HFTextEncoder(TextEncoder):
                 model_dir / "config.json",
                 f"model_type {hf_config.model_type!r} is not one of {sorted(_ARCHS)}",
             )
-        model_class = getattr(transformers, arch.model_class)
-        kwargs: dict[str, Any] = {"use_safetensors": True}
-        if dtype is not None:
-            kwargs["dtype"] = dtype
-        model = load_hf(model_class, model_dir, arch.model_class, **kwargs)
+        model = load_hf_model(getattr(transformers, arch.model_class), model_dir, dtype=dtype)
         tokenizer = load_hf(transformers.AutoTokenizer, model_dir, "tokenizer")
         encoder = cls(model.to(device), tokenizer, config)
         encoder.model_dir = model_dir
