@@ -39,6 +39,14 @@ from skyreels_inpaint_conditioning import (
 from skyreels_v4.errors import FileFormatError, NonFiniteError, PromptError, SkyReelsError
 from skyreels_v4.io import atomic_write_json, read_json
 from skyreels_v4.model import JointDenoiser, ModelCondition, SkyReelsV4Transformer
+from skyreels_v4.pipeline.long import LongClip, generate_long
+from skyreels_v4.pipeline.memory import (
+    BlockOffload,
+    OffloadMode,
+    offloadable_blocks,
+    onloaded,
+    quantize_int8_weights,
+)
 from skyreels_v4.pipeline.output import GenerationOutput
 from skyreels_v4.pipeline.prompting import PromptPlan, plan_prompt
 from skyreels_v4.pipeline.request import GenerationRequest, Task
@@ -101,6 +109,9 @@ class SkyReelsV4Pipeline:
         self.sampling = sampling or SamplingConfig()
         self.defaults = defaults or GenerationDefaults()
         self._prompt_cache: dict[tuple[str, str], tuple[Any, Any]] = {}
+        self._offload = OffloadMode.NONE
+        self._execution_device: torch.device | None = None
+        self._block_offload: BlockOffload | None = None
         self._check_components()
 
     # -- components ---------------------------------------------------------------------------
@@ -125,7 +136,63 @@ class SkyReelsV4Pipeline:
 
     @property
     def device(self) -> torch.device:
+        """Where the computation runs (the offload target when an offload mode is on)."""
+        if self._execution_device is not None:
+            return self._execution_device
         return next(self.transformer.parameters()).device
+
+    @property
+    def offload_mode(self) -> OffloadMode:
+        return self._offload
+
+    def enable_offload(
+        self, mode: OffloadMode | str, *, device: str | torch.device, max_resident_blocks: int = 2
+    ) -> None:
+        """Low-memory modes (``skyreels_v4.pipeline.memory``): ``model`` keeps every component on the CPU
+        except while it runs on ``device``; ``block`` keeps the transformer's blocks on the CPU and moves
+        at most ``max_resident_blocks`` at a time, the other components staying on ``device``;
+        ``none`` puts everything on ``device``."""
+        try:
+            mode = OffloadMode(mode)
+        except ValueError:
+            raise SkyReelsError(
+                f"mode: expected one of {[m.value for m in OffloadMode]}, got {mode!r}"
+            ) from None
+        try:
+            target = torch.device(device)
+        except (RuntimeError, TypeError) as error:
+            raise SkyReelsError(
+                f"device: expected a torch device such as 'cuda' or 'cpu', got {device!r}"
+            ) from error
+        if self._block_offload is not None:
+            self._block_offload.remove()
+            self._block_offload = None
+        components = (self.text_encoder, self.video_vae, self.audio_vae)
+        if mode is OffloadMode.MODEL:
+            for module in (*components, self.transformer):
+                module.to("cpu")
+        else:
+            for module in components:
+                module.to(target)
+            self.transformer.to(target)
+        if mode is OffloadMode.BLOCK:
+            blocks = offloadable_blocks(self.transformer)
+            self._block_offload = BlockOffload(blocks, device=target, max_resident=max_resident_blocks)
+        self._offload, self._execution_device = mode, (None if mode is OffloadMode.NONE else target)
+
+    @property
+    def block_offload(self) -> BlockOffload | None:
+        """The hooks of ``OffloadMode.BLOCK`` (their counters), else None."""
+        return self._block_offload
+
+    def quantize_int8(self) -> None:
+        """torchao int8 weight-only linear layers in the transformer (in place, a quarter of fp32 weights)."""
+        if self._offload is OffloadMode.BLOCK:
+            raise SkyReelsError("quantize: apply int8 quantisation before enabling block offload, not after")
+        quantize_int8_weights(self.transformer)
+
+    def _onloaded(self, module: Any):
+        return onloaded(module, self.device, offload=self._offload is OffloadMode.MODEL)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -203,7 +270,8 @@ class SkyReelsV4Pipeline:
         key = (prompt, negative_prompt)
         cached = self._prompt_cache.get(key)
         if cached is None:
-            embeddings = self.text_encoder.encode([prompt, negative_prompt])
+            with self._onloaded(self.text_encoder):
+                embeddings = self.text_encoder.encode([prompt, negative_prompt])
             embeddings.check_finite("text_encoder output")
             cached = (embeddings.index(0).trim(), embeddings.index(1).trim())
             length = max(cached[0].length, cached[1].length)
@@ -328,6 +396,19 @@ class SkyReelsV4Pipeline:
             reference_audios=request.reference_audios,
         )
         frames, height, width, fps = self._resolve_size(request, plan.duration_s)
+        with self._onloaded(self.video_vae), self._onloaded(self.audio_vae):
+            return self._prepare(request, sampling, plan, frames, height, width, fps)
+
+    def _prepare(
+        self,
+        request: GenerationRequest,
+        sampling: SamplingConfig,
+        plan: PromptPlan,
+        frames: int,
+        height: int,
+        width: int,
+        fps: float,
+    ) -> PreparedGeneration:
         device, vae, codec = self.device, self.video_vae, self.audio_vae
         c = self.transformer.video_latent_channels
         t = vae.num_latent_frames(frames)
@@ -501,6 +582,26 @@ class SkyReelsV4Pipeline:
             out["audio_reference"] = torch.cat(parts, dim=-1)
         return out
 
+    # -- long clips ---------------------------------------------------------------------------
+    def generate_long(
+        self,
+        request: GenerationRequest,
+        *,
+        total_frames: int,
+        window_frames: int,
+        overlap_frames: int,
+        **call: Any,
+    ) -> LongClip:
+        """Chained extension past the trained length (``skyreels_v4.pipeline.long``)."""
+        return generate_long(
+            self,
+            request,
+            total_frames=total_frames,
+            window_frames=window_frames,
+            overlap_frames=overlap_frames,
+            **call,
+        )
+
     # -- sampling -----------------------------------------------------------------------------
     def __call__(
         self,
@@ -560,15 +661,18 @@ class SkyReelsV4Pipeline:
                 callback(index, sigma, state)
 
         try:
-            video, audio = sample(
-                denoiser,
-                (prepared.video_noise, prepared.audio_noise),
-                sigmas,
-                solver=sampling.solver,
-                callback=step,
-            )
+            with self._onloaded(self.transformer):
+                video, audio = sample(
+                    denoiser,
+                    (prepared.video_noise, prepared.audio_noise),
+                    sigmas,
+                    solver=sampling.solver,
+                    callback=step,
+                )
         finally:
             bar.close()
+            if self._block_offload is not None:
+                self._block_offload.offload_all()
         c = prepared.condition
         video = torch.where(c.latent_mask.bool(), c.conditional_latents, video)
         if c.audio_latent_mask is not None:
@@ -580,6 +684,10 @@ class SkyReelsV4Pipeline:
     @torch.no_grad()
     def decode(self, prepared: PreparedGeneration, video: Tensor, audio: Tensor) -> GenerationOutput:
         """Latents -> frames and waveform for the request's task (v2a returns the given video as is)."""
+        with self._onloaded(self.video_vae), self._onloaded(self.audio_vae):
+            return self._decode(prepared, video, audio)
+
+    def _decode(self, prepared: PreparedGeneration, video: Tensor, audio: Tensor) -> GenerationOutput:
         request, task = prepared.request, prepared.request.task
         frames = None
         if task.outputs_video:

@@ -1,0 +1,162 @@
+"""Long clips by chained extension (paper 3.2's video extension task, applied window after window).
+
+The first window is the request itself (any task that generates video: t2av, i2v, ...) at
+``window_frames``. Each next window is an ``extend`` request whose kept prefix is the last
+``overlap_frames`` of the clip so far *and* the audio under them, so the model continues both the
+picture and the sound. Stitching keeps everything already made: the new window contributes only the
+frames after the overlap, and its audio from the end of the kept audio latents on (the samples it
+reproduces exactly), so the waveform changes hands where the new window's own audio continues its
+own kept context and no step appears at the seam.
+
+Shape legend: F frames, S samples.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+
+from skyreels_v4.errors import SkyReelsError
+from skyreels_v4.pipeline.output import GenerationOutput
+from skyreels_v4.pipeline.request import GenerationRequest, Task
+
+if TYPE_CHECKING:
+    from skyreels_v4.pipeline.pipeline import SkyReelsV4Pipeline
+
+__all__ = ["LongClip", "generate_long"]
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class LongClip:
+    """The stitched clip and what each window made.
+
+    Attributes:
+        output: the whole clip (``video [3, F, H, W]``, ``audio [ch, S]``; latents of the last window).
+        windows: every window's own output, in order.
+        frame_starts: the clip frame where each window starts.
+        audio_seams: the clip sample where each later window's audio takes over.
+    """
+
+    output: GenerationOutput
+    windows: tuple[GenerationOutput, ...]
+    frame_starts: tuple[int, ...]
+    audio_seams: tuple[int, ...]
+
+
+def _check_int(name: str, value: object, lowest: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
+        raise SkyReelsError(f"{name}: expected an int >= {lowest}, got {value!r}")
+    return value
+
+
+def generate_long(
+    pipe: SkyReelsV4Pipeline,
+    request: GenerationRequest,
+    *,
+    total_frames: int,
+    window_frames: int,
+    overlap_frames: int,
+    **call: Any,
+) -> LongClip:
+    """Generate ``total_frames`` frames in windows of ``window_frames`` overlapping by ``overlap_frames``.
+
+    Both window and overlap must be whole-latent lengths (``1 + k·temporal_factor``) so that the kept
+    context is exactly a run of latent frames. ``call`` goes to every window's ``pipe(...)`` (sampling,
+    callback, progress). Window ``k`` uses seed ``request.seed + k``.
+
+    Raises:
+        SkyReelsError: a task that makes no video, or lengths that do not fit (named).
+    """
+    if not isinstance(request, GenerationRequest):
+        raise TypeError(f"request: expected a GenerationRequest, got {type(request).__name__}")
+    if request.task in (Task.T2A, Task.V2A, Task.A2V, Task.EDIT):
+        raise SkyReelsError(
+            f"task: long generation extends generated video; {request.task.value!r} is not extendable "
+            "(use t2av, t2v, i2v, i2av, interpolate or extend)"
+        )
+    tf = pipe.video_vae.temporal_factor
+    total_frames = _check_int("total_frames", total_frames, 2)
+    window_frames = _check_int("window_frames", window_frames, 1 + tf)
+    overlap_frames = _check_int("overlap_frames", overlap_frames, 1)
+    for name, value in (("window_frames", window_frames), ("overlap_frames", overlap_frames)):
+        if (value - 1) % tf:
+            raise SkyReelsError(f"{name}: expected 1 + {tf}k frames (whole latent frames), got {value}")
+    if overlap_frames >= window_frames:
+        raise SkyReelsError(
+            f"overlap_frames: expected fewer than window_frames ({window_frames}), got {overlap_frames}"
+        )
+    if request.num_frames is not None and request.num_frames != window_frames:
+        raise SkyReelsError(
+            f"num_frames: the request's {request.num_frames} frames conflict with window_frames "
+            f"{window_frames} (leave num_frames unset for long generation)"
+        )
+    if total_frames <= window_frames:
+        warnings.warn(
+            f"total_frames: {total_frames} fit in one window of {window_frames}; generating one window",
+            stacklevel=2,
+        )
+
+    first = pipe(request.replace(num_frames=window_frames), **call)
+    if first.video is None:  # pragma: no cover - guarded by the task check above
+        raise SkyReelsError(f"task: {request.task.value!r} made no video to extend")
+    video, audio = first.video, first.audio
+    windows, starts, seams = [first], [0], []
+    rate, fps = first.sample_rate, first.fps
+    while video.shape[1] < total_frames:
+        start = video.shape[1] - overlap_frames
+        # The audio under the kept frames, from the frame-exact sample position.
+        audio_from = round(start / fps * rate)
+        context = None if audio is None else audio[:, audio_from:]
+        frames = min(window_frames, total_frames - start)
+        frames = 1 + -(-(frames - 1) // tf) * tf  # round up to whole latents; cropped below
+        extend = request.replace(
+            task=Task.EXTEND,
+            image=None,
+            last_image=None,
+            video=video[:, start:],
+            audio=context,
+            audio_sample_rate=None if context is None else rate,
+            num_frames=frames,
+            seed=request.seed + len(windows),
+        )
+        window = pipe(extend, **call)
+        windows.append(window)
+        starts.append(start)
+        video = torch.cat([video, window.video[:, overlap_frames:]], dim=1)
+        if audio is not None and window.audio is not None:
+            kept_samples = _kept_audio_samples(pipe, context, rate)
+            seam = audio_from + kept_samples
+            seams.append(seam)
+            audio = torch.cat([audio[:, :seam], window.audio[:, kept_samples:]], dim=1)
+    video = video[:, :total_frames]
+    if audio is not None:
+        audio = _fit(audio, round(total_frames / fps * rate))
+    output = GenerationOutput(
+        video=video,
+        audio=audio,
+        fps=fps,
+        sample_rate=rate,
+        video_latents=windows[-1].video_latents,
+        audio_latents=windows[-1].audio_latents,
+        task=request.task.value,
+    )
+    return LongClip(
+        output=output, windows=tuple(windows), frame_starts=tuple(starts), audio_seams=tuple(seams)
+    )
+
+
+def _kept_audio_samples(pipe: SkyReelsV4Pipeline, context: Tensor, rate: int) -> int:
+    """Samples of ``context`` that the extension keeps exactly: its whole audio latents."""
+    codec = pipe.audio_vae
+    seconds = context.shape[1] / rate
+    return codec.num_latents(seconds) * codec.hop_length * rate // codec.sample_rate
+
+
+def _fit(wave: Tensor, samples: int) -> Tensor:
+    if wave.shape[1] >= samples:
+        return wave[:, :samples]
+    return torch.nn.functional.pad(wave, (0, samples - wave.shape[1]))
