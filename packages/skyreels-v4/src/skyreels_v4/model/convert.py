@@ -32,7 +32,8 @@ from typing import Any
 
 import torch
 
-from skyreels_av_rope import AudioTimeAlignment, audio_rotary_config
+from skyreels_av_rope import AudioTimeAlignment, RotaryConfig, audio_rotary_config
+from skyreels_flow_matching import ScheduleForm
 from skyreels_mmdit_blocks import (
     ImportReport,
     JointAudioVideoTransformerConfig,
@@ -65,7 +66,7 @@ def _merge(base: dict[str, Any], changes: Mapping[str, Any], path: str) -> dict[
     out = dict(base)
     for key, value in changes.items():
         if key not in out:
-            raise ValueError(f"overrides: unknown key {path}{key!r}; expected one of {sorted(out)}")
+            raise ValueError(f"overrides: unknown key {path}{key}; expected one of {sorted(out)}")
         if isinstance(value, Mapping) and isinstance(out[key], dict):
             out[key] = _merge(out[key], value, f"{path}{key}.")
         else:
@@ -132,6 +133,7 @@ def transformer_from_hunyuan(
     checkpoint: str | os.PathLike[str] | Mapping[str, torch.Tensor],
     *,
     config_json: Mapping[str, Any] | None = None,
+    rope: RotaryConfig | None = None,
     audio_latent_channels: int = DEFAULT_AUDIO_LATENT_CHANNELS,
     overrides: Mapping[str, Any] | None = None,
     seed: int = 0,
@@ -142,6 +144,8 @@ def transformer_from_hunyuan(
     Args:
         checkpoint: a folder of ``*.safetensors`` (+ ``config.json``), diffusers or official names,
             or such a state dict (then ``config_json`` may carry diffusers' ``rope_axes_dim``).
+        rope: the video RoPE when neither a diffusers config.json nor HunyuanVideo's head dim 128
+            (-> axes 16/56/56, theta 256) gives it.
         audio_latent_channels: channels of the audio autoencoder's latents.
         overrides: nested plain-data changes of the joint config (``hunyuan_joint_config``).
         seed: initialisation of the new (audio) branch.
@@ -162,7 +166,7 @@ def transformer_from_hunyuan(
         except (WeightImportError, json.JSONDecodeError) as error:
             raise FileFormatError(folder, f"checkpoint: {error}") from error
     try:
-        video = infer_hunyuan_branch_config(state_dict, config_json=config_json)
+        video = infer_hunyuan_branch_config(state_dict, config_json=config_json, rope=rope)
     except (WeightImportError, KeyError) as error:
         raise FileFormatError(
             Path(str(checkpoint)) if not isinstance(checkpoint, Mapping) else Path("<state dict>"),
@@ -206,8 +210,15 @@ def _default_sampling(config: JointAudioVideoTransformerConfig) -> Any:
 
     if config.video.guidance_embedding:
         # HunyuanVideo text-to-video: distilled guidance 6, no video CFG, σ shift 7, 50 steps.
-        return SamplingConfig(num_steps=50, shift=7.0, video_guidance=1.0, embedded_guidance=6.0)
-    return SamplingConfig(num_steps=50, shift=7.0)
+        # SHIFT_ONCE is the grid HunyuanVideoPipeline passes to its scheduler (docs/model.md).
+        return SamplingConfig(
+            num_steps=50,
+            shift=7.0,
+            schedule=ScheduleForm.SHIFT_ONCE,
+            video_guidance=1.0,
+            embedded_guidance=6.0,
+        )
+    return SamplingConfig(num_steps=50, shift=7.0, schedule=ScheduleForm.SHIFT_ONCE)
 
 
 def convert_hunyuan(
@@ -218,6 +229,7 @@ def convert_hunyuan(
     audio_vae: str | os.PathLike[str] | None = None,
     text_encoder: str | os.PathLike[str] | None = None,
     audio_latent_channels: int | None = None,
+    rope: RotaryConfig | None = None,
     overrides: Mapping[str, Any] | None = None,
     sampling: Any | None = None,
     seed: int = 0,
@@ -259,6 +271,7 @@ def convert_hunyuan(
     model, _ = transformer_from_hunyuan(
         checkpoint_dir,
         audio_latent_channels=audio_latent_channels or DEFAULT_AUDIO_LATENT_CHANNELS,
+        rope=rope,
         overrides=overrides,
         seed=seed,
         dtype=dtype,
