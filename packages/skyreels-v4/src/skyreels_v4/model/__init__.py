@@ -12,8 +12,10 @@ from skyreels_v4.model.transformer import (
     transformer_preset,
 )
 from skyreels_v4.model.weights import (
+    ShardPlan,
     build_and_load,
     load_state_into,
+    plan_shards,
     read_component_config,
     save_component,
     weight_files,
@@ -23,10 +25,12 @@ __all__ = [
     "JointDenoiser",
     "ModelCondition",
     "PredictionType",
+    "ShardPlan",
     "SkyReelsV4Transformer",
     "build_and_load",
     "from_plain",
     "load_state_into",
+    "plan_shards",
     "prediction_to_velocity",
     "read_component_config",
     "save_component",

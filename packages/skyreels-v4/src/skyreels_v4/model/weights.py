@@ -20,7 +20,8 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -35,8 +36,10 @@ __all__ = [
     "FORMAT_VERSION",
     "INDEX_NAME",
     "WEIGHTS_NAME",
+    "ShardPlan",
     "build_and_load",
     "load_state_into",
+    "plan_shards",
     "read_component_config",
     "save_component",
     "weight_files",
@@ -70,6 +73,53 @@ def _parse_size(value: int | str) -> int:
     raise ValueError(f"max_shard_size: expected bytes or a size like '5GB', got {value!r}")
 
 
+@dataclass(frozen=True, kw_only=True)
+class ShardPlan:
+    """How a state dict is split into files (computed from sizes only: meta tensors work).
+
+    files: ``(file name, tensor names)`` in order; one ``model.safetensors`` when everything fits.
+    file_sizes: bytes of tensor data per file. total_size: bytes of all tensors.
+    """
+
+    files: tuple[tuple[str, tuple[str, ...]], ...]
+    file_sizes: tuple[int, ...]
+    total_size: int
+
+    @property
+    def num_shards(self) -> int:
+        return len(self.files)
+
+    def index(self) -> dict[str, Any] | None:
+        """The ``model.safetensors.index.json`` content, or None for a single file."""
+        if len(self.files) == 1:
+            return None
+        weight_map = {name: file for file, names in self.files for name in names}
+        return {"metadata": {"total_size": self.total_size}, "weight_map": weight_map}
+
+
+def plan_shards(tensors: Mapping[str, torch.Tensor], max_shard_size: int | str = "5GB") -> ShardPlan:
+    """Greedy split in state-dict order: a new file starts when the next tensor would overflow the
+    limit (a tensor larger than the limit gets a file of its own). Reads no tensor data."""
+    limit = _parse_size(max_shard_size)
+    groups: list[list[str]] = [[]]
+    sizes = [0]
+    for name, tensor in tensors.items():
+        nbytes = tensor.numel() * tensor.element_size()
+        if groups[-1] and sizes[-1] + nbytes > limit:
+            groups.append([])
+            sizes.append(0)
+        groups[-1].append(name)
+        sizes[-1] += nbytes
+    if len(groups) == 1:
+        files = ((WEIGHTS_NAME, tuple(groups[0])),)
+    else:
+        files = tuple(
+            (f"model-{i:05d}-of-{len(groups):05d}.safetensors", tuple(group))
+            for i, group in enumerate(groups, start=1)
+        )
+    return ShardPlan(files=files, file_sizes=tuple(sizes), total_size=sum(sizes))
+
+
 def save_component(
     module: nn.Module,
     folder: str | os.PathLike[str],
@@ -84,40 +134,25 @@ def save_component(
     Non-finite weights are refused (``NonFiniteError`` naming the tensor): a NaN model is never saved.
     """
     target = Path(folder)
-    limit = _parse_size(max_shard_size)
+    _parse_size(max_shard_size)
     if target.exists() and not overwrite:
         raise FileExistsError(f"folder: {target} exists and overwrite=False")
     state = {k: v.detach() for k, v in module.state_dict().items()}
     for name, tensor in state.items():
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise NonFiniteError(f"{class_name}: weight {name!r} holds NaN or inf; refusing to save it")
-    shards: list[dict[str, torch.Tensor]] = [{}]
-    size = 0
-    for name, tensor in state.items():
-        nbytes = tensor.numel() * tensor.element_size()
-        if shards[-1] and size + nbytes > limit:
-            shards.append({})
-            size = 0
-        shards[-1][name] = tensor
-        size += nbytes
+    plan = plan_shards(state, max_shard_size)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     except OSError as error:
         raise PermissionError(f"{target}: cannot write here ({error.strerror or error})") from error
     try:
-        if len(shards) == 1:
-            save_safetensors(staging / WEIGHTS_NAME, shards[0], metadata={"format": "pt"})
-        else:
-            weight_map = {}
-            for i, shard in enumerate(shards, start=1):
-                file = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
-                save_safetensors(staging / file, shard, metadata={"format": "pt"})
-                weight_map.update(dict.fromkeys(shard, file))
-            total = sum(t.numel() * t.element_size() for t in state.values())
-            atomic_write_json(
-                staging / INDEX_NAME, {"metadata": {"total_size": total}, "weight_map": weight_map}
-            )
+        for file, names in plan.files:
+            save_safetensors(staging / file, {n: state[n] for n in names}, metadata={"format": "pt"})
+        index = plan.index()
+        if index is not None:
+            atomic_write_json(staging / INDEX_NAME, index)
         atomic_write_json(
             staging / CONFIG_NAME, {"_class_name": class_name, "_format_version": FORMAT_VERSION, **config}
         )
