@@ -227,3 +227,11 @@ def test_references_are_packed_in_prompt_order(tiny_pipe):
     reference = prepared.condition.video_reference  # Concat(Z, Z, valid)
     c = vae.latent_channels
     assert torch.equal(reference[:, :c, : expected.shape[2]], expected)
+
+
+def test_task_montage_renders_a_png(tmp_path):
+    from skyreels_v4.pipeline.montage import render_task_montage
+
+    path = render_task_montage(tmp_path / "tasks.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["tasks.png"]
