@@ -11,6 +11,11 @@ from skyreels_v4.model.transformer import (
     prediction_to_velocity,
     transformer_preset,
 )
+from skyreels_v4.model.video_sparse import (
+    VideoSelfAttention,
+    VideoSelfAttentionConfig,
+    enable_video_sparse_attention,
+)
 from skyreels_v4.model.weights import (
     ShardPlan,
     build_and_load,
@@ -27,7 +32,10 @@ __all__ = [
     "PredictionType",
     "ShardPlan",
     "SkyReelsV4Transformer",
+    "VideoSelfAttention",
+    "VideoSelfAttentionConfig",
     "build_and_load",
+    "enable_video_sparse_attention",
     "from_plain",
     "load_state_into",
     "plan_shards",

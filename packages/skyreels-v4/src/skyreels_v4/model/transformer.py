@@ -32,6 +32,11 @@ from skyreels_flow_matching import sigma_to_timestep
 from skyreels_mmdit_blocks import JointAudioVideoTransformer, JointAudioVideoTransformerConfig, joint_preset
 from skyreels_v4.errors import NonFiniteError
 from skyreels_v4.model.config_io import from_plain, to_plain
+from skyreels_v4.model.video_sparse import (
+    VideoSelfAttention,
+    VideoSelfAttentionConfig,
+    enable_video_sparse_attention,
+)
 from skyreels_v4.model.weights import build_and_load, read_component_config, save_component
 
 __all__ = [
@@ -95,7 +100,11 @@ def transformer_preset(
 
 
 class SkyReelsV4Transformer(JointAudioVideoTransformer):
-    """The joint audio-video transformer with ``save_pretrained`` / ``from_pretrained``."""
+    """The joint audio-video transformer with ``save_pretrained`` / ``from_pretrained``.
+
+    ``video_attention`` selects the video blocks' self-attention kernel: dense (default, the paper)
+    or VSA with zero-initialised gates (``skyreels_v4.model.video_sparse``); stored in config.json.
+    """
 
     CLASS_NAME = "SkyReelsV4Transformer"
 
@@ -104,9 +113,18 @@ class SkyReelsV4Transformer(JointAudioVideoTransformer):
         config: JointAudioVideoTransformerConfig,
         *,
         prediction: PredictionType = PredictionType.VELOCITY,
+        video_attention: VideoSelfAttentionConfig | None = None,
     ) -> None:
         super().__init__(config)
         self.prediction = PredictionType(prediction)
+        video_attention = video_attention or VideoSelfAttentionConfig()
+        if not isinstance(video_attention, VideoSelfAttentionConfig):
+            raise TypeError(
+                f"video_attention: expected a VideoSelfAttentionConfig, got {type(video_attention).__name__}"
+            )
+        self.video_attention = video_attention
+        if video_attention.kind is VideoSelfAttention.VSA:
+            enable_video_sparse_attention(self, video_attention.vsa)
 
     @property
     def video_latent_channels(self) -> int:
@@ -123,7 +141,16 @@ class SkyReelsV4Transformer(JointAudioVideoTransformer):
             self,
             folder,
             class_name=self.CLASS_NAME,
-            config={"transformer": to_plain(self.config), "prediction": self.prediction.value},
+            config={
+                "transformer": to_plain(self.config),
+                "prediction": self.prediction.value,
+                # Written only when not dense, so dense folders stay as they were.
+                **(
+                    {"video_attention": to_plain(self.video_attention)}
+                    if self.video_attention.kind is not VideoSelfAttention.DENSE
+                    else {}
+                ),
+            },
             max_shard_size=max_shard_size,
         )
 
@@ -144,7 +171,15 @@ class SkyReelsV4Transformer(JointAudioVideoTransformer):
         config = cls.config_from_folder(folder)
         data = read_component_config(folder, class_name=cls.CLASS_NAME)
         prediction = from_plain(PredictionType, data.get("prediction", "velocity"), name="prediction")
-        model = build_and_load(lambda: cls(config, prediction=prediction), folder, dtype=dtype, device=device)
+        attention = from_plain(
+            VideoSelfAttentionConfig, data.get("video_attention", {}), name="video_attention"
+        )
+        model = build_and_load(
+            lambda: cls(config, prediction=prediction, video_attention=attention),
+            folder,
+            dtype=dtype,
+            device=device,
+        )
         return model.eval()
 
 
