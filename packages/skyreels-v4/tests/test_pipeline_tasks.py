@@ -184,8 +184,21 @@ def test_seeds_are_bit_reproducible_and_distinct(tiny_pipe):
     assert not torch.equal(runs[0].audio_latents, runs[2].audio_latents)
 
 
-def test_progress_bar_and_callback_run_once_per_step(tiny_pipe, capsys):
+def test_progress_bar_and_callback_run_once_per_step(tiny_pipe, monkeypatch):
+    from tqdm.auto import tqdm
+
+    import skyreels_v4.pipeline.pipeline as module
     from skyreels_v4.pipeline import SamplingConfig
+
+    bars = []
+
+    class RecordingBar(tqdm):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.shown = not kwargs.get("disable", False)
+            bars.append(self)
+
+    monkeypatch.setattr(module, "tqdm", RecordingBar)
 
     steps = []
     sampling = SamplingConfig(num_steps=3, video_guidance=2.0, audio_guidance=2.0)
@@ -197,7 +210,7 @@ def test_progress_bar_and_callback_run_once_per_step(tiny_pipe, capsys):
     )
     assert [s[0] for s in steps] == [0, 1, 2]
     assert steps[-1][1] == 0.0 and all(a[1] > b[1] for a, b in itertools.pairwise(steps))
-    assert "3/3" in capsys.readouterr().err
+    assert len(bars) == 1 and bars[0].total == 3 and bars[0].n == 3 and bars[0].shown
 
 
 def test_multi_shot_duration_sets_and_checks_the_length(tiny_pipe):

@@ -155,4 +155,15 @@ def quantize_int8_weights(model: nn.Module) -> nn.Module:
             "quantization: int8 weights need torchao (pip install torchao), which is not importable"
         ) from error
     quantize_(model, Int8WeightOnlyConfig())
+    # ``from_pretrained`` tensors can view a memory-mapped shard: one surviving view (a norm, an
+    # embedding) keeps the whole file mapping resident, fp32 linears included. Own copies of the
+    # remaining plain tensors let the mapping go (measured on `small`: 3.5 GB -> 0.9 GB host RSS).
+    with torch.no_grad():
+        for module in model.modules():
+            for parameter in module._parameters.values():
+                if parameter is not None and type(parameter.data) is torch.Tensor:
+                    parameter.data = parameter.data.clone()
+            for name, buffer in module._buffers.items():
+                if buffer is not None and type(buffer) is torch.Tensor:
+                    module._buffers[name] = buffer.clone()
     return model
