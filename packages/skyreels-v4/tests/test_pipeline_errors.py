@@ -150,10 +150,14 @@ def test_python_api_bad_inputs(case, tiny_pipe, tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def small_output(tiny_pipe):
+    before = torch.get_num_threads()
     torch.set_num_threads(1)
-    return tiny_pipe(
-        GenerationRequest(prompt=P, seed=1), sampling=SamplingConfig(num_steps=1), progress=False
-    )
+    try:
+        return tiny_pipe(
+            GenerationRequest(prompt=P, seed=1), sampling=SamplingConfig(num_steps=1), progress=False
+        )
+    finally:
+        torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("target", ["clip.avi", "clip"])

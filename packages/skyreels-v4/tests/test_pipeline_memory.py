@@ -22,8 +22,12 @@ def _run(pipe):
 
 @pytest.fixture(scope="module")
 def reference(tiny_pipe):
+    before = torch.get_num_threads()
     torch.set_num_threads(1)
-    return _run(tiny_pipe)
+    try:
+        return _run(tiny_pipe)
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_component_offload_moves_each_component_only_while_it_runs(tiny_pipeline_factory, reference):
