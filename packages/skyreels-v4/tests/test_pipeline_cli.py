@@ -65,6 +65,8 @@ RUNS = {
         9,
         True,
     ),
+    "low_memory": (["--offload", "block", "--int8"], 9, True),
+    "bfloat16": (["--dtype", "bfloat16", "--offload", "model"], 9, True),
     "long": (["--total-frames", "17", "--window-frames", "9", "--overlap-frames", "5"], 17, True),
 }
 
