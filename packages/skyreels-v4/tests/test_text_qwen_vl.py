@@ -10,7 +10,7 @@ import torch
 transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
 
-from skyreels_v4.errors import NonFiniteError, PromptError, ReferenceError_  # noqa: E402
+from skyreels_v4.errors import NonFiniteError, PromptError, ReferenceError_, SkyReelsError  # noqa: E402
 from skyreels_v4.text import FinalNorm, QwenVLTextEncoder, QwenVLTextEncoderConfig, load_text_encoder  # noqa: E402
 
 SPECIALS = [
@@ -179,6 +179,10 @@ def test_errors_name_the_argument(encoder) -> None:
         encoder.encode(["a"], videos=[[torch.full((3, 2, 56, 56), 3.0)]])
     with pytest.raises(ValueError, match="prefix_template"):
         QwenVLTextEncoderConfig(prefix_template="no system slot")
+    # A template whose last word merges with the prompt cannot be cropped by its own token count.
+    merging = _variant(encoder, prefix_template="<|im_start|>{system}<|im_end|><|im_start|>user bl")
+    with pytest.raises(SkyReelsError, match=r"prefix_template: its tokens change .*prompts\[0\]"):
+        merging.encode(["ue square"])
 
 
 def test_save_load_dtype_and_registry(tmp_path, encoder) -> None:
