@@ -154,7 +154,7 @@ class SpectralAudioClassifier:
     ``speech_ratio`` of the clip, ``music`` when the sound is sustained and tonal (low spectral
     flatness in most frames), else ``sfx``. It cannot tell singing from speech: use a model hook."""
 
-    speech_ratio: float = 0.5
+    speech_ratio: float = 0.2
     tonal_flatness: float = 0.1
     sustained_ratio: float = 0.6
 

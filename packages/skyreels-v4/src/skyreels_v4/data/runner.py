@@ -285,8 +285,11 @@ def _run_stage(
     on_checkpoint: Callable[[str, int], None] | None,
 ) -> list[Row]:
     if stage.kind is StageKind.SOURCE:
-        known = {r["id"] for r in rows}
-        new = [r for r in stage.fn(step.config, context) if r["id"] not in known]
+        # a source already in the manifest (possibly split into segments since) is not added again
+        known = {r["source"] for r in rows}
+        new = [r for r in stage.fn(step.config, context) if r["source"] not in known]
+        if not new:
+            return rows
         for row in new:
             row["done"] = [*row.get("done", []), step.key]
         rows = rows + new
