@@ -17,6 +17,8 @@ import soxr
 import torch
 from torch import Tensor
 
+from skyreels_v4.errors import FileFormatError, NonFiniteError
+
 __all__ = [
     "AUDIO_SUFFIXES",
     "atomic_write",
@@ -50,9 +52,30 @@ def convert_channels(audio: np.ndarray, channels: int) -> np.ndarray:
 
 
 def load_audio(path: str | os.PathLike[str], *, sample_rate: int, channels: int) -> Tensor:
-    """Decode ``path``, convert channels, resample to ``sample_rate`` (soxr "HQ"): ``[channels, samples]``."""
-    data, file_rate = sf.read(str(path), dtype="float32", always_2d=True)  # [samples, c]
-    audio = convert_channels(np.ascontiguousarray(data.T), channels)
+    """Decode ``path``, convert channels, resample to ``sample_rate`` (soxr "HQ"): ``[channels, samples]``.
+
+    A missing, unreadable or empty file raises ``FileFormatError`` naming it; NaN/inf samples raise
+    ``NonFiniteError`` naming it (always: a poisoned clip would poison a whole training run).
+    """
+    for name, value in (("sample_rate", sample_rate), ("channels", channels)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}: expected a positive int, got {value!r}")
+    target = Path(path)
+    if not target.is_file():
+        raise FileFormatError(target, "expected an audio file, but it is missing")
+    try:
+        data, file_rate = sf.read(str(target), dtype="float32", always_2d=True)  # [samples, c]
+    except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as error:
+        raise FileFormatError(target, f"cannot decode this audio file ({error})") from error
+    if data.shape[0] == 0:
+        raise FileFormatError(target, "expected audio samples, but the file holds none (empty audio)")
+    if not np.isfinite(data).all():
+        bad = int((~np.isfinite(data)).sum())
+        raise NonFiniteError(f"{target}: expected finite audio samples, got {bad} NaN/inf of {data.size}")
+    try:
+        audio = convert_channels(np.ascontiguousarray(data.T), channels)
+    except ValueError as error:
+        raise FileFormatError(target, str(error)) from error
     if file_rate != sample_rate:
         audio = soxr.resample(audio.T, file_rate, sample_rate, quality="HQ").T
     return torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))

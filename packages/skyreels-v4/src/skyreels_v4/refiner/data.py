@@ -13,6 +13,8 @@ downsampling high-resolution latents, so the refiner learns the inverse of a kno
   (``keep_mask`` 1 there; the source is the clip itself), else ``keep_mask`` is all zeros.
 
 Every item is a deterministic function of (seed, index). Batches are dicts of stacked tensors.
+The training loader is ``skyreels_v4.runs.dataloader`` (resumable order, exact resume); the data
+module's ``preflight`` checks latent channels, text width and sizes against the model.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
+
+from skyreels_v4.errors import PreflightError
+from skyreels_v4.runs import check_matches, dataloader
 
 __all__ = ["ProceduralRefinerTriples", "RefinerTripleDataModule", "downsample_latents"]
 
@@ -151,6 +156,23 @@ class RefinerTripleDataModule(L.LightningDataModule):
         num_workers: int = 0,
     ) -> None:
         super().__init__()
+        for name, value, low in (
+            ("latent_channels", latent_channels, 1),
+            ("text_tokens", text_tokens, 1),
+            ("text_dim", text_dim, 1),
+            ("num_train", num_train, 1),
+            ("num_val", num_val, 1),
+            ("batch_size", batch_size, 1),
+            ("num_workers", num_workers, 0),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name}: expected an int >= {low}, got {value!r}")
+        if len(tuple(high_res_shape)) != 3 or any(
+            isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in high_res_shape
+        ):
+            raise ValueError(
+                f"high_res_shape: expected three positive ints (T, H, W), got {high_res_shape!r}"
+            )
         common = {
             "latent_channels": latent_channels,
             "high_res_shape": tuple(high_res_shape),
@@ -161,13 +183,32 @@ class RefinerTripleDataModule(L.LightningDataModule):
         }
         self.train_set = ProceduralRefinerTriples(length=num_train, seed=seed, **common)
         self.val_set = ProceduralRefinerTriples(length=num_val, seed=seed + 1, **common)
-        self.batch_size, self.num_workers = batch_size, num_workers
+        self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
+        self.latent_channels, self.text_dim = latent_channels, text_dim
+        self.high_res_shape = tuple(high_res_shape)
+
+    def preflight(self, model: L.LightningModule) -> None:
+        """Data vs model before any training: latent channels, text width, sizes vs the patch."""
+        refiner = getattr(model, "refiner", None)
+        if refiner is None:
+            return
+        branch = refiner.config.branch
+        check_matches(
+            "data.latent_channels", self.latent_channels, "the model's latent channels", branch.out_channels
+        )
+        check_matches("data.text_dim", self.text_dim, "the model's text_dim", branch.text_dim)
+        patch = tuple(branch.patch_size)
+        if any(size % p for size, p in zip(self.high_res_shape, patch, strict=True)):
+            raise PreflightError(
+                f"data.high_res_shape: expected (T, H, W) divisible by the model's patch {patch}, "
+                f"got {self.high_res_shape}"
+            )
 
     def train_dataloader(self) -> DataLoader[dict[str, Tensor]]:
-        return DataLoader(
+        return dataloader(
             self.train_set,
             batch_size=self.batch_size,
-            shuffle=True,
+            seed=self.seed,
             drop_last=True,
             num_workers=self.num_workers,
         )

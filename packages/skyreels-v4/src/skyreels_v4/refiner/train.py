@@ -7,22 +7,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from lightning.pytorch.cli import LightningCLI
-
 from skyreels_v4.refiner.data import RefinerTripleDataModule
 from skyreels_v4.refiner.module import RefinerLightningModule
+from skyreels_v4.runs import RecipeCLI, run_recipe
 
 __all__ = ["main"]
 
 
-def main(argv: Sequence[str] | None = None) -> LightningCLI:
-    """Run LightningCLI on :class:`RefinerLightningModule` and :class:`RefinerTripleDataModule`."""
-    return LightningCLI(
-        RefinerLightningModule,
-        RefinerTripleDataModule,
-        args=list(argv) if argv is not None else None,
-        save_config_kwargs={"overwrite": True},
-    )
+def main(argv: Sequence[str] | None = None) -> RecipeCLI:
+    """Run the recipe CLI (``skyreels_v4.runs``) on
+    :class:`RefinerLightningModule` and :class:`RefinerTripleDataModule`."""
+    return run_recipe(RefinerLightningModule, RefinerTripleDataModule, argv)
 
 
 if __name__ == "__main__":

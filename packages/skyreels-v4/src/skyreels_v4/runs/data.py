@@ -1,0 +1,181 @@
+"""Resumable data order and per-item randomness (issue 14, exact resume).
+
+A run's data stream must be a pure function of (seed, epoch, position), never of how many times
+the process started:
+
+- :class:`ResumableSampler` shuffles pass ``e`` with a generator seeded from ``(seed, e)`` and
+  yields :class:`SeededIndex` values: plain ints that also carry a seed derived from
+  ``(seed, epoch, position)``. Its iterator is stateful (epoch, items yielded), so torchdata's
+  ``StatefulDataLoader`` stores and restores the data position inside Lightning checkpoints.
+- a dataset draws its per-item randomness (random crops, masks) from ``item_generator(index)``:
+  the same item gets the same draws in the main process or in any worker, before or after a
+  restart. Worker processes hold no random state that matters, so none needs saving.
+- :func:`dataloader` builds the ``StatefulDataLoader`` with that sampler, a seeded loader
+  generator (creating an iterator draws nothing from the global RNG) and seeded workers.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator, Sized
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+from torchdata.stateful_dataloader import StatefulDataLoader
+
+__all__ = ["ResumableSampler", "SeededIndex", "dataloader", "item_generator", "mix_seed"]
+
+_MASK = (1 << 63) - 1
+
+
+def mix_seed(*parts: int) -> int:
+    """A 63-bit seed from integers (splitmix64 steps): distinct inputs give unrelated seeds."""
+    value = 0x9E3779B97F4A7C15
+    for part in parts:
+        value = (value ^ (int(part) & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
+        value = (value ^ (value >> 31)) * 0x94D049BB133111EB & 0xFFFFFFFFFFFFFFFF
+        value ^= value >> 29
+    return value & _MASK
+
+
+class SeededIndex(int):
+    """A dataset index that also carries the seed of this draw of the item (``.seed``)."""
+
+    seed: int
+
+    def __new__(cls, index: int, seed: int) -> SeededIndex:
+        obj = super().__new__(cls, index)
+        obj.seed = int(seed)
+        return obj
+
+    def __reduce__(self) -> tuple[Any, ...]:  # survives the pickling to worker processes
+        return (SeededIndex, (int(self), self.seed))
+
+    def __repr__(self) -> str:
+        return f"SeededIndex({int(self)}, seed={self.seed})"
+
+
+def item_generator(index: int) -> torch.Generator | None:
+    """A CPU generator seeded for this draw of the item, or None for a plain int index (then use the
+    global RNG, as outside a resumable loader)."""
+    if isinstance(index, SeededIndex):
+        return torch.Generator().manual_seed(index.seed)
+    return None
+
+
+class _EpochIterator(Iterator[SeededIndex]):
+    """One pass of a :class:`ResumableSampler`; stateful (epoch, items yielded)."""
+
+    def __init__(self, sampler: ResumableSampler) -> None:
+        self.sampler = sampler
+        self.epoch = sampler.epoch
+        self.yielded = 0
+        self._order: list[int] | None = None
+
+    def __iter__(self) -> _EpochIterator:
+        return self
+
+    def __next__(self) -> SeededIndex:
+        if self.yielded >= self.sampler.per_epoch:
+            raise StopIteration
+        if self._order is None:
+            self._order = self.sampler.order(self.epoch)
+        position = self.yielded
+        self.yielded += 1
+        if self.yielded == self.sampler.per_epoch:
+            self.sampler.finished = True
+        return SeededIndex(self._order[position], mix_seed(self.sampler.seed, self.epoch, position))
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "yielded": self.yielded}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch, self.yielded, self._order = int(state["epoch"]), int(state["yielded"]), None
+        self.sampler.epoch = self.epoch
+        self.sampler.finished = self.yielded >= self.sampler.per_epoch
+
+
+class ResumableSampler(Sampler[SeededIndex]):
+    """Indices of a dataset of ``length`` items, shuffled per pass from ``(seed, pass)`` when ``shuffle``.
+
+    ``per_epoch`` (default ``length``) items are drawn per pass: ``dataloader(drop_last=True)``
+    passes a multiple of the batch size, so the pass ends exactly with its last full batch.
+    The pass number counts the sampler's own completed passes: a new iterator starts the next
+    pass only once the previous one yielded everything. It deliberately ignores Lightning's epoch
+    counter (no ``set_epoch``): resuming from a checkpoint written at the last batch of an epoch
+    makes that counter skip a value, which would change the data order.
+    """
+
+    def __init__(self, length: int, *, seed: int, shuffle: bool = True, per_epoch: int | None = None) -> None:
+        if isinstance(length, bool) or not isinstance(length, int) or length < 1:
+            raise ValueError(f"length: expected a positive int, got {length!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise TypeError(f"seed: expected an int, got {type(seed).__name__}")
+        per_epoch = length if per_epoch is None else per_epoch
+        if isinstance(per_epoch, bool) or not isinstance(per_epoch, int) or not 1 <= per_epoch <= length:
+            raise ValueError(f"per_epoch: expected an int in [1, {length}], got {per_epoch!r}")
+        self.length, self.seed, self.shuffle, self.per_epoch = length, seed, shuffle, per_epoch
+        self.epoch = 0
+        self.finished = False
+
+    def order(self, epoch: int) -> list[int]:
+        if not self.shuffle:
+            return list(range(self.length))
+        generator = torch.Generator().manual_seed(mix_seed(self.seed, epoch, 0x5EED))
+        return torch.randperm(self.length, generator=generator).tolist()
+
+    def __iter__(self) -> _EpochIterator:
+        if self.finished:
+            self.epoch, self.finished = self.epoch + 1, False
+        return _EpochIterator(self)
+
+    def __len__(self) -> int:
+        return self.per_epoch
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "finished": int(self.finished)}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch, self.finished = int(state["epoch"]), bool(state["finished"])
+
+
+def _seed_worker(worker_id: int) -> None:
+    # torch seeds each worker from the loader's (seeded) generator; numpy and python follow it.
+    seed = torch.initial_seed() & 0xFFFFFFFF
+    np.random.seed(seed)  # noqa: NPY002 - the legacy global generator is what user code draws from
+    random.seed(seed)
+
+
+def dataloader(
+    dataset: Dataset[Any],
+    *,
+    batch_size: int,
+    seed: int,
+    shuffle: bool = True,
+    drop_last: bool = False,
+    num_workers: int = 0,
+    **kwargs: Any,
+) -> StatefulDataLoader:
+    """A resumable ``StatefulDataLoader`` over ``dataset`` (module docstring)."""
+    if not isinstance(dataset, Sized):
+        raise TypeError(f"dataset: expected a map-style dataset with __len__, got {type(dataset).__name__}")
+    for name, value, low in (("batch_size", batch_size, 1), ("num_workers", num_workers, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name}: expected an int >= {low}, got {value!r}")
+    length = len(dataset)
+    if length < 1 or (drop_last and length < batch_size):
+        raise ValueError(f"dataset: expected at least {batch_size if drop_last else 1} items, got {length}")
+    per_epoch = length - length % batch_size if drop_last else length
+    sampler = ResumableSampler(length, seed=seed, shuffle=shuffle, per_epoch=per_epoch)
+    return StatefulDataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        drop_last=drop_last,
+        num_workers=num_workers,
+        generator=torch.Generator().manual_seed(mix_seed(seed, 0x10AD)),
+        worker_init_fn=_seed_worker if num_workers else None,
+        **kwargs,
+    )
