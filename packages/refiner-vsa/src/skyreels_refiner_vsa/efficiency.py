@@ -250,21 +250,68 @@ def _markdown(rows: list[dict[str, object]], direct: BranchFlops, steps: tuple[i
     return "\n".join(lines)
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _nonnegative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def _sparsity(text: str) -> float:
+    """argparse type: a fraction in [0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
+    return value
+
+
+def _size(text: str) -> tuple[int, int]:
+    """argparse type: ``WIDTHxHEIGHT``, positive integers."""
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise argparse.ArgumentTypeError(
+            f"expected WIDTHxHEIGHT with positive integers (e.g. 848x480), got {text!r}"
+        )
+    return int(parts[0]), int(parts[1])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Print the per-forward FLOP table of direct generation vs the strategy (markdown)."""
     parser = argparse.ArgumentParser(
         prog="python -m skyreels_refiner_vsa.efficiency", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--preset", default="full", choices=["tiny", "small", "full"])
-    parser.add_argument("--sparsity", type=float, default=0.875)
-    parser.add_argument("--keyframes", type=int, default=8, help="high-res keyframes the base model predicts")
-    parser.add_argument("--low-res", default="848x480", help="WIDTHxHEIGHT of the base model's full sequence")
-    parser.add_argument("--text-tokens", type=int, default=256)
+    parser.add_argument("--sparsity", type=_sparsity, default=0.875)
     parser.add_argument(
-        "--steps", type=int, nargs=3, default=[50, 50, 50], metavar=("DIRECT", "BASE", "REFINER")
+        "--keyframes", type=_nonnegative_int, default=8, help="high-res keyframes the base model predicts"
+    )
+    parser.add_argument(
+        "--low-res", type=_size, default=(848, 480), help="WIDTHxHEIGHT of the base model's full sequence"
+    )
+    parser.add_argument("--text-tokens", type=_nonnegative_int, default=256)
+    parser.add_argument(
+        "--steps", type=_positive_int, nargs=3, default=[50, 50, 50], metavar=("DIRECT", "BASE", "REFINER")
     )
     args = parser.parse_args(argv)
-    width, height = (int(v) for v in args.low_res.lower().split("x"))
+    width, height = args.low_res
     scenario = EfficiencyScenario(
         low_res=VideoFormat(width=width, height=height, fps=16, seconds=15),
         num_keyframes=args.keyframes,

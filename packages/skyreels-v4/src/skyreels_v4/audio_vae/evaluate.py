@@ -38,7 +38,27 @@ from skyreels_audio_vae import (
 from skyreels_v4.audio_vae.audio_io import atomic_write, list_audio_files, load_audio, write_wav
 from skyreels_v4.audio_vae.metrics import ReconstructionMetrics
 
-__all__ = ["chunked_agreement", "evaluate_weights", "main"]
+__all__ = ["chunked_agreement", "evaluate_weights", "load_checked_audio_vae", "main"]
+
+
+def load_checked_audio_vae(weights: str | os.PathLike[str]) -> AudioVAE:
+    """``load_audio_vae`` with typed errors naming the folder, refusing NaN/inf weights."""
+    from safetensors import SafetensorError
+
+    from skyreels_v4.errors import FileFormatError
+    from skyreels_v4.guards import check_finite_state
+
+    if not Path(weights).is_dir():
+        raise FileFormatError(weights, "expected an exported audio VAE weights folder, but it is missing")
+    try:
+        model = load_audio_vae(weights)
+    except (OSError, ValueError, TypeError, KeyError, RuntimeError, SafetensorError) as error:
+        first = " ".join(str(error).split())[:300]
+        raise FileFormatError(
+            weights, f"cannot load the audio VAE weights ({type(error).__name__}: {first})"
+        ) from error
+    check_finite_state(model.state_dict(), str(weights))
+    return model
 
 
 def _kinds(data: Path, files: list[Path]) -> dict[Path, str]:
@@ -115,7 +135,7 @@ def evaluate_weights(
     write_audio: str | os.PathLike[str] | None = None,
 ) -> dict[str, dict[str, float]]:
     """``{kind or "all": {"clips", "si_snr_db", "mel_distance", "stft_distance"}}`` for one weights folder."""
-    model = load_audio_vae(weights).eval()
+    model = load_checked_audio_vae(weights).eval()
     cfg = model.config
     metrics = ReconstructionMetrics(sample_rate=cfg.sample_rate)
     files = list_audio_files(data)
@@ -148,6 +168,11 @@ def evaluate_weights(
     }
 
 
+from skyreels_v4.cli import nonnegative_int, positive_float, positive_int  # noqa: E402
+from skyreels_v4.errors import FileFormatError  # noqa: E402
+from skyreels_v4.runs.preflight import check_writable  # noqa: E402
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m skyreels_v4.audio_vae.evaluate", description=(__doc__ or "").split("\n")[0]
@@ -156,21 +181,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--weights", action="append", required=True, help="exported weights folder (repeatable)"
     )
     parser.add_argument("--data", required=True, help="folder of held-out wav/flac clips")
-    parser.add_argument("--chunk-latents", type=int, default=128)
-    parser.add_argument("--overlap-latents", type=int, default=16)
+    parser.add_argument("--chunk-latents", type=positive_int, default=128)
+    parser.add_argument("--overlap-latents", type=nonnegative_int, default=16)
     parser.add_argument("--out", default=None, help="also write the results as JSON here")
     parser.add_argument(
         "--write-audio", default=None, help="write reconstructions of the last --weights here"
     )
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
     parser.add_argument(
         "--chunk-agreement",
-        type=float,
+        type=positive_float,
         default=None,
         metavar="SECONDS",
         help="also compare chunked with whole-clip processing on the held-out clips joined to this length",
     )
     args = parser.parse_args(argv)
+    if args.overlap_latents >= args.chunk_latents:
+        raise ValueError(
+            f"--overlap-latents: expected fewer than --chunk-latents={args.chunk_latents}, "
+            f"got {args.overlap_latents}"
+        )
+    for weights in args.weights:
+        if not Path(weights).is_dir():
+            raise FileFormatError(
+                weights, "--weights: expected an exported weights folder (config.json + safetensors)"
+            )
+    if not Path(args.data).is_dir():
+        raise FileFormatError(args.data, "--data: expected a folder of wav/flac clips, but it is missing")
+    if not list_audio_files(args.data):
+        raise FileFormatError(args.data, "--data: expected wav/flac clips, found none")
+    for flag, target in (("--out", args.out), ("--write-audio", args.write_audio)):
+        if target is not None:
+            check_writable(Path(target).parent if flag == "--out" else target, flag)
     if args.threads:
         torch.set_num_threads(args.threads)
     results = {}
@@ -199,7 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         print("|---|---:|---:|---:|---:|---:|")
         for weights in args.weights:
-            model = load_audio_vae(weights).eval()
+            model = load_checked_audio_vae(weights).eval()
             cfg = model.config
             clips = [
                 load_audio(p, sample_rate=cfg.sample_rate, channels=cfg.audio_channels)

@@ -187,20 +187,31 @@ def make_dataset(
     return manifest
 
 
+from skyreels_v4.cli import nonnegative_int, positive_int  # noqa: E402
+from skyreels_v4.runs.preflight import check_writable  # noqa: E402
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m skyreels_v4.audio_vae.make_dataset", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--out", required=True, help="output directory (train/, heldout/, manifest.json)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--voices-per-sentence", type=int, default=3)
-    parser.add_argument("--synthetic-train", type=int, default=7, help="training clips per synthetic kind")
-    parser.add_argument("--synthetic-heldout", type=int, default=3, help="held-out clips per synthetic kind")
+    parser.add_argument("--seed", type=nonnegative_int, default=0)
+    parser.add_argument("--voices-per-sentence", type=positive_int, default=3)
+    parser.add_argument(
+        "--synthetic-train", type=nonnegative_int, default=7, help="training clips per synthetic kind"
+    )
+    parser.add_argument(
+        "--synthetic-heldout", type=nonnegative_int, default=3, help="held-out clips per synthetic kind"
+    )
     parser.add_argument(
         "--no-speech", action="store_true", help="skip espeak-ng speech (synthetic clips only)"
     )
-    parser.add_argument("--max-sentences", type=int, default=None, help="use fewer sentences (quick runs)")
+    parser.add_argument(
+        "--max-sentences", type=positive_int, default=None, help="use fewer sentences (quick runs)"
+    )
     args = parser.parse_args(argv)
+    check_writable(args.out, "--out")
     manifest = make_dataset(
         args.out,
         seed=args.seed,

@@ -167,12 +167,15 @@ def markdown_table(rows: dict[str, dict[str, dict[str, float]]]) -> str:
     return "\n".join(lines)
 
 
+from skyreels_v4.cli import nonnegative_int, positive_int  # noqa: E402 - keeps the metrics import-light
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m skyreels_v4.metrics.validation", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("--num-clips", type=int, default=32)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--num-clips", type=positive_int, default=32)
+    parser.add_argument("--seed", type=nonnegative_int, default=0)
     args = parser.parse_args(argv)
     if args.num_clips < 2:
         raise SystemExit(f"--num-clips: expected >= 2 (chance needs two clips), got {args.num_clips}")

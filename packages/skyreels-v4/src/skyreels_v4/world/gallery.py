@@ -18,6 +18,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from skyreels_v4.cli import nonnegative_int, positive_float, positive_int
+from skyreels_v4.runs.preflight import check_writable
 from skyreels_v4.world.clip import WorldClip, make_clip
 from skyreels_v4.world.config import WorldConfig
 from skyreels_v4.world.media import atomic_path, write_mp4, write_wav
@@ -33,18 +35,22 @@ def build_parser() -> argparse.ArgumentParser:
         description="Render clips of the procedural audio-visual world to .mp4/.wav/.json and a montage PNG.",
     )
     parser.add_argument("--out", required=True, type=Path, help="output folder (created if missing)")
-    parser.add_argument("--num-clips", type=int, default=8, help="clips to render (default 8)")
-    parser.add_argument("--seed", type=int, default=0, help="dataset seed (default 0)")
+    parser.add_argument("--num-clips", type=positive_int, default=8, help="clips to render (default 8)")
+    parser.add_argument("--seed", type=nonnegative_int, default=0, help="dataset seed (default 0)")
     parser.add_argument("--split", choices=[s.value for s in WorldSplit], default=WorldSplit.TRAIN.value)
-    parser.add_argument("--size", type=int, default=defaults.size, help="canvas side in pixels")
-    parser.add_argument("--fps", type=float, default=defaults.fps)
-    parser.add_argument("--num-frames", type=int, default=defaults.num_frames)
-    parser.add_argument("--sample-rate", type=int, default=defaults.sample_rate)
+    parser.add_argument("--size", type=positive_int, default=defaults.size, help="canvas side in pixels")
+    parser.add_argument("--fps", type=positive_float, default=defaults.fps)
+    parser.add_argument("--num-frames", type=positive_int, default=defaults.num_frames)
+    parser.add_argument("--sample-rate", type=positive_int, default=defaults.sample_rate)
     parser.add_argument("--audio-channels", type=int, choices=(1, 2), default=defaults.audio_channels)
-    parser.add_argument("--max-objects", type=int, default=defaults.max_objects)
+    parser.add_argument("--max-objects", type=positive_int, default=defaults.max_objects)
     parser.add_argument("--no-antialias", action="store_true", help="draw hard edges")
-    parser.add_argument("--montage-clips", type=int, default=6, help="clips shown in montage.png (0: none)")
-    parser.add_argument("--montage-frames", type=int, default=6, help="frames per clip in montage.png")
+    parser.add_argument(
+        "--montage-clips", type=nonnegative_int, default=6, help="clips shown in montage.png (0: none)"
+    )
+    parser.add_argument(
+        "--montage-frames", type=positive_int, default=6, help="frames per clip in montage.png"
+    )
     parser.add_argument("--no-mp4", action="store_true", help="skip the .mp4 files")
     return parser
 
@@ -87,19 +93,21 @@ def _write_json(path: Path, payload: dict) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the gallery command; returns the process exit code."""
     args = build_parser().parse_args(argv)
-    if args.num_clips < 1:
-        raise SystemExit(f"--num-clips: expected >= 1, got {args.num_clips}")
-    config = WorldConfig(
-        size=args.size,
-        fps=args.fps,
-        num_frames=args.num_frames,
-        sample_rate=args.sample_rate,
-        audio_channels=args.audio_channels,
-        max_objects=args.max_objects,
-        antialias=not args.no_antialias,
-    )
+    try:
+        config = WorldConfig(
+            size=args.size,
+            fps=args.fps,
+            num_frames=args.num_frames,
+            sample_rate=args.sample_rate,
+            audio_channels=args.audio_channels,
+            max_objects=args.max_objects,
+            antialias=not args.no_antialias,
+        )
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"world settings: {error}") from error
     split = WorldSplit(args.split)
     out: Path = args.out
+    check_writable(out, "--out")
     out.mkdir(parents=True, exist_ok=True)
     files, montage_clips = [], []
     started = time.perf_counter()
