@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     module = importlib.import_module(COMMANDS[name][0])
     saved_argv = sys.argv
-    sys.argv = [f"skyreels-v4 {name}", *rest]  # what LightningCLI and argparse report as the program
+    sys.argv = [f"skyreels-v4 {name}"]  # the program name that argparse and LightningCLI report
     try:
         with _argparse_errors_raise():
             result = module.main(rest)
