@@ -54,7 +54,8 @@ def find_last_checkpoint(trainer: L.Trainer) -> Path | None:
 
 
 class _LoadOptimizerStates(L.Callback):
-    """Puts a forked run's optimiser states into the freshly built optimisers."""
+    """Puts a forked run's per-parameter optimiser states into the freshly built optimisers
+    (keeping the new run's hyperparameters)."""
 
     def __init__(self, states: list[dict[str, Any]], source: Path) -> None:
         self.states, self.source = states, source
@@ -66,8 +67,13 @@ class _LoadOptimizerStates(L.Callback):
                 f"the model builds {len(trainer.optimizers)} optimisers"
             )
         for optimizer, state in zip(trainer.optimizers, self.states, strict=True):
+            # The fork's own hyperparameters (learning rate, betas, ...) win over the checkpoint's;
+            # only the per-parameter state (moments, step counts) is taken.
+            settings = [{k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups]
             try:
                 optimizer.load_state_dict(state)
+                for group, own in zip(optimizer.param_groups, settings, strict=True):
+                    group.update(own)
             except (ValueError, KeyError) as error:
                 raise ConfigMismatchError(
                     f"fork_state: {self.source}'s optimiser state does not fit this model ({error})"

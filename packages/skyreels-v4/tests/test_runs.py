@@ -1,0 +1,170 @@
+"""skyreels_v4.runs and guards inside real Lightning runs: run identity, forks, corrupt checkpoints,
+non-finite losses (stop without a checkpoint / skip), RNG capture, the resumable sampler."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from skyreels_v4 import runs
+from skyreels_v4.errors import ConfigMismatchError, FileFormatError, NonFiniteError, PreflightError
+from skyreels_v4.guards import NonFiniteGuard, finite_checks, finite_checks_enabled
+from skyreels_v4.refiner.train import main as refiner_main
+
+RECIPE = Path(__file__).resolve().parents[3] / "recipes" / "refiner" / "tiny.yaml"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _recipe(tmp_path: Path, out: Path, steps: int = 2, **data) -> Path:
+    config = yaml.safe_load(RECIPE.read_text())
+    config["trainer"].update(
+        max_steps=steps, val_check_interval=2, limit_val_batches=1, default_root_dir=str(out),
+        enable_model_summary=False, max_time=None,
+    )  # fmt: skip
+    config["trainer"]["logger"]["init_args"]["save_dir"] = str(out)
+    config["trainer"]["callbacks"][0]["init_args"].update(
+        dirpath=str(out / "checkpoints"), every_n_train_steps=1
+    )
+    config["data"].update({"num_train": 8, "num_val": 4, "batch_size": 4} | data)
+    path = tmp_path / f"{out.name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_rng_capture_restores_every_generator():
+    state = runs.capture_rng()
+    expected = (random.random(), np.random.rand(), torch.rand(3))  # noqa: NPY002
+    runs.restore_rng(state)
+    got = (random.random(), np.random.rand(), torch.rand(3))  # noqa: NPY002
+    assert got[0] == expected[0] and got[1] == expected[1] and torch.equal(got[2], expected[2])
+
+
+def test_sampler_order_depends_only_on_seed_and_pass_and_resumes_mid_pass():
+    sampler = runs.ResumableSampler(10, seed=3, per_epoch=8)
+    first = list(sampler)
+    second = list(sampler)
+    assert len(first) == 8 and sorted(set(first)) == sorted(first) and first != second
+    again = runs.ResumableSampler(10, seed=3, per_epoch=8)
+    assert list(again) == first and [i.seed for i in again] != [i.seed for i in first]  # pass 1 now
+    it = iter(runs.ResumableSampler(10, seed=3, per_epoch=8))
+    head = [next(it) for _ in range(3)]
+    resumed = iter(runs.ResumableSampler(10, seed=3, per_epoch=8))
+    resumed.load_state_dict(it.state_dict())
+    assert head + list(resumed) == first
+    assert [i.seed for i in head] == [i.seed for i in first[:3]]
+
+
+def test_rerun_with_another_config_is_refused_and_fork_starts_a_new_run(tmp_path):
+    out = tmp_path / "run"
+    refiner_main(["fit", "--config", str(_recipe(tmp_path, out))])
+    run = json.loads((out / "run.json").read_text())
+    assert "resumed_from" not in run and run["config"]["data.batch_size"] == 4
+    # Same config, more steps: resumes the same run.
+    refiner_main(["fit", "--config", str(_recipe(tmp_path, out, steps=3))])
+    resumed = json.loads((out / "run.json").read_text())
+    assert resumed["run_id"] == run["run_id"] and resumed["resumed_from"].endswith("last.ckpt")
+    # A different learning rate in the same folder: refused, naming the key, before any work.
+    before = (out / "checkpoints" / "last.ckpt").stat().st_mtime_ns
+    with pytest.raises(ConfigMismatchError, match=r"model\.learning_rate.*--fork_from"):
+        refiner_main(
+            ["fit", "--config", str(_recipe(tmp_path, out, steps=4)), "--model.learning_rate", "0.5"]
+        )
+    assert (out / "checkpoints" / "last.ckpt").stat().st_mtime_ns == before
+    # Fork: new folder, weights from the checkpoint, a new run id.
+    fork = tmp_path / "fork"
+    source = out / "checkpoints" / "last.ckpt"
+    cli = refiner_main(
+        ["fit", "--config", str(_recipe(tmp_path, fork, steps=1)), "--model.learning_rate", "0.0",
+         "--fork_from", str(source), "--fork_state", "weights_and_optimizer"]
+    )  # fmt: skip
+    forked = json.loads((fork / "run.json").read_text())
+    assert forked["forked_from"] == str(source) and forked["run_id"] != run["run_id"]
+    weights = torch.load(source, weights_only=True)["state_dict"]
+    for key, value in cli.model.state_dict().items():  # lr 0: still exactly the forked weights
+        assert torch.equal(value, weights[key]), key
+
+
+def test_corrupt_last_checkpoint_names_the_file_and_the_way_out(tmp_path):
+    out = tmp_path / "run"
+    recipe = _recipe(tmp_path, out)
+    refiner_main(["fit", "--config", str(recipe)])
+    last = out / "checkpoints" / "last.ckpt"
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
+    with pytest.raises(FileFormatError, match=r"delete last\.ckpt") as info:
+        refiner_main(["fit", "--config", str(recipe)])
+    assert info.value.path == last
+
+
+def test_output_folder_that_cannot_exist_fails_before_training(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(PreflightError, match="default_root_dir"):
+        refiner_main(["fit", "--config", str(_recipe(tmp_path, tmp_path / "file" / "run"))])
+
+
+class _Regression(L.LightningModule):
+    """y = w·x; batch 2 (global step 2) holds a NaN."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(1))
+
+    def training_step(self, batch, batch_idx):
+        return ((self.w * batch) ** 2).mean()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    def train_dataloader(self):
+        data = torch.ones(5, 1)
+        data[2] = float("nan")
+        return torch.utils.data.DataLoader(data, batch_size=1)
+
+
+def _fit(tmp_path, policy):
+    module = _Regression()
+    guard = NonFiniteGuard(policy)
+    checkpoints = L.pytorch.callbacks.ModelCheckpoint(
+        dirpath=tmp_path / "ckpt", every_n_train_steps=1, save_last=True
+    )
+    trainer = L.Trainer(
+        max_steps=5, accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+        callbacks=[guard, checkpoints], default_root_dir=tmp_path,
+    )  # fmt: skip
+    trainer.fit(module)
+    return module, guard
+
+
+def test_nonfinite_loss_stops_without_a_checkpoint_of_that_step(tmp_path):
+    with pytest.raises(NonFiniteError, match=r"loss.*global step 2 \(epoch 0, batch index 2\)"):
+        _fit(tmp_path, "stop")
+    saved = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)
+    assert saved["global_step"] == 2 and torch.isfinite(saved["state_dict"]["w"]).all()
+
+
+def test_nonfinite_batch_is_skipped_when_configured(tmp_path):
+    module, guard = _fit(tmp_path, "skip")
+    assert guard.skipped == [(2, 2)]
+    assert torch.isfinite(module.w).all()
+    # Four finite SGD steps on w·1: w <- w - 0.1·2w = 0.8 w each.
+    assert module.w.item() == pytest.approx(0.8**4, rel=1e-6)
+
+
+def test_finite_checks_switch():
+    assert finite_checks_enabled()
+    with finite_checks(False):
+        assert not finite_checks_enabled()
+    assert finite_checks_enabled()
