@@ -36,7 +36,7 @@ class LatentCacheDataModule(L.LightningDataModule):
     cache_dir: a cache built by ``skyreels-v4 cache`` / ``build_latent_cache``.
     val_cache_dir: a held-out cache for the validation loss (None: no validation data).
     batch_size: clips per batch (every batch comes from one bucket).
-    seed: the shuffling seed (batch order is a function of seed and epoch only).
+    shuffle_seed: the shuffling seed (batch order is a function of it and the epoch only).
     num_workers: loader workers (0 = in the main process).
     """
 
@@ -46,7 +46,7 @@ class LatentCacheDataModule(L.LightningDataModule):
         cache_dir: str,
         val_cache_dir: str | None = None,
         batch_size: int = 8,
-        seed: int = 0,
+        shuffle_seed: int = 0,
         num_workers: int = 0,
     ) -> None:
         super().__init__()
@@ -71,7 +71,9 @@ class LatentCacheDataModule(L.LightningDataModule):
             )
 
     def train_dataloader(self) -> StatefulDataLoader:
-        sampler = BucketBatchSampler(self.cache, batch_size=self.hparams.batch_size, seed=self.hparams.seed)
+        sampler = BucketBatchSampler(
+            self.cache, batch_size=self.hparams.batch_size, seed=self.hparams.shuffle_seed
+        )
         return StatefulDataLoader(
             _Items(self.cache),
             batch_sampler=sampler,

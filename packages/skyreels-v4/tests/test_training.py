@@ -1,0 +1,249 @@
+"""The joint training room: latent cache, bucket sampler, task conditioning, steps, resume, export."""
+
+from __future__ import annotations
+
+import csv
+
+import lightning as L
+import pytest
+import torch
+
+from skyreels_inpaint_conditioning import TrainingTask
+from skyreels_v4.errors import PreflightError, SkyReelsError
+from skyreels_v4.text import EmbeddedTextEncoder, EmbeddedTextEncoderConfig
+from skyreels_v4.training import (
+    BucketBatchSampler,
+    JointTask,
+    JointTrainingModule,
+    LatentCache,
+    LatentCacheDataModule,
+    build_latent_cache,
+    collate_cache_items,
+    parse_task_mixture,
+    world_samples,
+)
+from skyreels_v4.vae import FrameAudioCodec, PixelShuffleVideoCodec
+from skyreels_v4.world import WorldConfig
+
+WORLD = WorldConfig(size=16, num_frames=9, sample_rate=16000)
+
+
+@pytest.fixture(scope="module")
+def components():
+    return (
+        PixelShuffleVideoCodec(temporal_factor=4, spatial_factor=4),
+        FrameAudioCodec(sample_rate=16000, hop_length=256),
+        EmbeddedTextEncoder(EmbeddedTextEncoderConfig(dim=32)),
+    )
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory, components):
+    video, audio, text = components
+    out = tmp_path_factory.mktemp("cache")
+    build_latent_cache(
+        world_samples(WORLD, length=12, seed=0),
+        out,
+        video_vae=video,
+        audio_vae=audio,
+        text_encoder=text,
+        shard_size=5,
+        progress=False,
+    )
+    return out
+
+
+def make_module(components, **changes) -> JointTrainingModule:
+    video, audio, text = components
+    args = dict(
+        preset="tiny",
+        video_latent_channels=video.latent_channels,
+        audio_latent_channels=audio.latent_channels,
+        text_dim=text.dim,
+        model_overrides={"num_dual_blocks": 1, "num_single_blocks": 1, "num_refiner_blocks": 1},
+        prediction="x0",
+        tasks={"t2av": 0.5, "v2a": 0.25, "image_to_video": 0.25},
+        text_dropout=0.2,
+        ema_decay=0.9,
+        learning_rate=2e-3,
+        seed=3,
+    )
+    args.update(changes)
+    return JointTrainingModule(**args)
+
+
+def test_cache_holds_the_encoded_clips(cache_dir, components):
+    video, audio, text = components
+    cache = LatentCache(cache_dir)
+    assert len(cache) == 12
+    assert cache.video_latent_channels == video.latent_channels
+    assert cache.text_dim == 32
+    assert len({item["shard"] for item in cache.items}) == 3  # 12 clips in shards of 5
+    sample = next(iter(world_samples(WORLD, length=1, seed=0)))
+    first = cache[0]
+    torch.testing.assert_close(first["video_latents"], video.encode(sample.video[None])[0])
+    torch.testing.assert_close(first["audio_latents"], audio.encode(sample.audio[None], 16000)[0])
+    embedding = text.encode([sample.caption])
+    n = int(embedding.mask[0].sum())
+    torch.testing.assert_close(first["text_tokens"], embedding.tokens[0, :n])
+    assert cache.items[0]["caption"] == sample.caption
+    assert cache.items[0]["labels"]["shape_ids"][0] >= 0
+    assert (16 // 4, 16 // 4) in cache.black_latents
+    assert (cache_dir / "components" / "video_vae").is_dir()
+
+
+def test_bucket_sampler_is_deterministic_and_resumes_mid_epoch(cache_dir):
+    cache = LatentCache(cache_dir)
+    sampler = BucketBatchSampler(cache, batch_size=3, seed=5)
+    epoch0 = list(sampler)
+    epoch1 = list(sampler)
+    assert sorted(i for b in epoch0 for i in b) == list(range(12))
+    assert epoch0 != epoch1  # reshuffled per epoch
+    assert list(BucketBatchSampler(cache, batch_size=3, seed=5)) == epoch0
+    resumed = BucketBatchSampler(cache, batch_size=3, seed=5)
+    iterator = iter(resumed)
+    next(iterator)
+    state = resumed.state_dict()
+    fresh = BucketBatchSampler(cache, batch_size=3, seed=5)
+    fresh.load_state_dict(state)
+    assert list(fresh) == epoch0[1:]
+    with pytest.raises(SkyReelsError, match="seed"):
+        BucketBatchSampler(cache, batch_size=3, seed=6).load_state_dict(state)
+
+
+def test_task_mixture_validation():
+    mixture = parse_task_mixture({"t2av": 2, "v2a": 1, "video_editing": 1})
+    assert mixture[JointTask.T2AV] == pytest.approx(0.5)
+    assert mixture[TrainingTask.VIDEO_EDITING] == pytest.approx(0.25)
+    for bad in ({}, {"t2x": 1.0}, {"t2av": -1.0}, {"t2av": float("nan")}, {"t2av": 0.0}):
+        with pytest.raises(SkyReelsError, match="tasks"):
+            parse_task_mixture(bad)
+
+
+def _batch(cache_dir, size=3):
+    cache = LatentCache(cache_dir)
+    return collate_cache_items([cache[i] for i in range(size)]), cache
+
+
+def test_v2a_gives_the_clean_video_and_no_video_loss(cache_dir, components):
+    batch, cache = _batch(cache_dir)
+    module = make_module(components)
+    module.empty_prompt, module.black_latents = cache.empty_prompt, cache.black_latents
+    prepared = module.prepare_batch(batch, generator=torch.Generator().manual_seed(0), task=JointTask.V2A)
+    assert torch.equal(prepared["video"], batch["video_latents"])
+    assert bool(prepared["condition"].video_given.all())
+    assert float(prepared["video_loss_mask"].sum()) == 0
+    assert float(prepared["audio_loss_mask"].min()) == 1
+    # x0 prediction: the targets are the clean latents.
+    assert torch.equal(prepared["audio_target"], batch["audio_latents"])
+
+
+def test_image_to_video_conditions_the_first_latent_frame(cache_dir, components):
+    batch, cache = _batch(cache_dir)
+    module = make_module(components)
+    module.empty_prompt, module.black_latents = cache.empty_prompt, cache.black_latents
+    module.frame_geometry = (4, 4)
+    prepared = module.prepare_batch(
+        batch, generator=torch.Generator().manual_seed(1), task=TrainingTask.IMAGE_TO_VIDEO
+    )
+    mask = prepared["condition"].latent_mask
+    assert bool(mask[:, :, 0].eq(1).all()) and bool(mask[:, :, 1:].eq(0).all())
+    conditional = prepared["condition"].conditional_latents
+    assert torch.equal(conditional[:, :, 0], batch["video_latents"][:, :, 0])
+    black = cache.black_latents[(4, 4)]
+    assert torch.equal(conditional[0, :, 1], black)
+    assert float(prepared["video_loss_mask"][:, :, 0].sum()) == 0
+
+
+def test_draws_are_a_function_of_the_generator(cache_dir, components):
+    batch, cache = _batch(cache_dir)
+    module = make_module(components)
+    module.empty_prompt, module.black_latents = cache.empty_prompt, cache.black_latents
+    a = module.prepare_batch(batch, generator=torch.Generator().manual_seed(7))
+    b = module.prepare_batch(batch, generator=torch.Generator().manual_seed(7))
+    c = module.prepare_batch(batch, generator=torch.Generator().manual_seed(8))
+    assert (
+        a["task"] == b["task"] and torch.equal(a["video"], b["video"]) and torch.equal(a["audio"], b["audio"])
+    )
+    assert not torch.equal(a["video"], c["video"])
+
+
+def test_preflight_rejects_a_cache_of_other_latents(cache_dir, components):
+    data = LatentCacheDataModule(cache_dir=str(cache_dir), batch_size=2)
+    module = make_module(components, audio_latent_channels=128)
+    trainer = L.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False)
+    with pytest.raises(PreflightError, match="audio_latent_channels"):
+        trainer.fit(module, data)
+    with pytest.raises(PreflightError, match="batch_size"):
+        LatentCacheDataModule(cache_dir=str(cache_dir), batch_size=100)
+    with pytest.raises(PreflightError, match="cache_dir"):
+        LatentCacheDataModule(cache_dir=str(cache_dir / "missing"), batch_size=2)
+
+
+def _fit(components, cache_dir, root, max_steps, ckpt_path=None):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+
+    torch.manual_seed(0)
+    module = make_module(components)
+    data = LatentCacheDataModule(cache_dir=str(cache_dir), batch_size=3, shuffle_seed=1)
+    trainer = L.Trainer(
+        max_steps=max_steps,
+        accelerator="cpu",
+        logger=CSVLogger(str(root), name="logs", version=0),
+        log_every_n_steps=1,
+        callbacks=[
+            ModelCheckpoint(dirpath=str(root / "ckpt"), save_last=True, every_n_train_steps=1, save_top_k=0)
+        ],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(module, data, ckpt_path=ckpt_path)
+    with open(root / "logs" / "version_0" / "metrics.csv", newline="") as handle:
+        losses = {
+            int(r["step"]): float(r["train/loss"]) for r in csv.DictReader(handle) if r.get("train/loss")
+        }
+    return module, losses
+
+
+def test_resume_continues_the_uninterrupted_run_exactly(tmp_path, cache_dir, components):
+    # 4 batches per epoch: stop at step 6 (mid-epoch 1), resume to 9.
+    _, full = _fit(components, cache_dir, tmp_path / "full", 9)
+    _fit(components, cache_dir, tmp_path / "cut", 6)
+    module, resumed = _fit(
+        components, cache_dir, tmp_path / "cut", 9, ckpt_path=str(tmp_path / "cut" / "ckpt" / "last.ckpt")
+    )
+    assert len(full) == 9
+    for step in range(6, 9):
+        assert resumed[step] == full[step], step
+    assert module.ema is not None
+
+
+def test_training_learns_and_exports_a_pipeline(tmp_path, cache_dir, components):
+    from skyreels_v4.pipeline import GenerationRequest, SamplingConfig, SkyReelsV4Pipeline
+
+    module, losses = _fit(components, cache_dir, tmp_path, 24)
+    first, last = sum(losses[s] for s in range(4)) / 4, sum(losses[s] for s in range(20, 24)) / 4
+    assert last < 0.8 * first, (first, last)
+    video, audio, text = components
+    transformer = module.export_transformer()
+    shadow = module.ema[0]
+    assert torch.equal(next(transformer.parameters()), shadow)
+    pipe = SkyReelsV4Pipeline(
+        transformer=transformer,
+        video_vae=video,
+        audio_vae=audio,
+        text_encoder=text,
+        sampling=SamplingConfig(num_steps=2),
+    )
+    pipe.save_pretrained(tmp_path / "model")
+    loaded = SkyReelsV4Pipeline.from_pretrained(tmp_path / "model")
+    assert loaded.transformer.prediction.value == "x0"
+    request = GenerationRequest(
+        prompt="A red circle bounces inside a black box.", num_frames=9, height=16, width=16
+    )
+    a = pipe(request, progress=False)
+    b = loaded(request, progress=False)
+    assert torch.equal(a.video_latents, b.video_latents)
+    assert torch.isfinite(a.audio).all()
