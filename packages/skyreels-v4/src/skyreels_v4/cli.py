@@ -53,6 +53,21 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "skyreels_refiner_vsa.efficiency",
         "FLOPs: base + refiner vs direct 1080p generation",
     ),
+    "quickstart": (
+        "skyreels_v4.training.quickstart",
+        "train the tiny model on the procedural world, then generate clips with sound",
+    ),
+    "generate": (
+        "skyreels_v4.pipeline.cli",
+        "prompt (+ image/video/audio files) to an mp4 with sound; --help: tasks",
+    ),
+    "convert": ("skyreels_v4.model.convert", "build a pipeline folder from a HunyuanVideo checkpoint"),
+    "plan": ("skyreels_v4.scale.plan_cli", "memory and FLOPs per device for a preset, clip and GPU layout"),
+    "data": ("skyreels_v4.data.cli", "data pipeline: run PIPELINE.yaml --input DIR --output DIR | report"),
+    "vae-train-video": (
+        "skyreels_v4.vae.train_video",
+        "train the tiny video autoencoder, report held-out PSNR",
+    ),
 }
 
 
