@@ -221,6 +221,7 @@ def test_recipe_yaml_maps_onto_the_module_and_data(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["train"])  # LightningCLI reads sys.argv too
     recipe = yaml.safe_load(RECIPE.read_text())
     assert recipe.pop("ckpt_path") == "last"  # a `fit` option; run=False parses no subcommand
+    assert recipe.pop("on_nonfinite") == "stop"  # read by skyreels_v4.runs, not by LightningCLI
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(recipe))
     cli = LightningCLI(
