@@ -21,6 +21,7 @@ from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
 
 from skyreels_mmdit_blocks import JointAudioVideoTransformer
+from skyreels_v4.scale.sequence_parallel import apply_sequence_parallel
 
 __all__ = [
     "MESH_DIM_NAMES",
@@ -115,7 +116,9 @@ def parallelize(
     activation_checkpointing: ActivationCheckpointing = ActivationCheckpointing.NONE,
     compile: CompileMode = CompileMode.NONE,
 ) -> JointAudioVideoTransformer:
-    """Apply checkpointing, regional compile and FSDP2 (in that order) to ``model`` in place."""
+    """Apply Ulysses sequence parallelism (when the mesh's ``sp`` > 1), checkpointing, regional compile
+    and FSDP2 (in that order) to ``model`` in place. All ranks of one ``sp`` group must be given the
+    same batch (``data_parallel_rank``)."""
     if not isinstance(model, JointAudioVideoTransformer):
         raise TypeError(f"model must be a JointAudioVideoTransformer; got {type(model).__name__}")
     for name, value, kind in (
@@ -125,6 +128,11 @@ def parallelize(
     ):
         if not isinstance(value, kind):
             raise TypeError(f"{name} must be a {kind.__name__}; got {value!r}")
+
+    if tuple(mesh.mesh_dim_names or ()) != MESH_DIM_NAMES:
+        raise ValueError(f"mesh must have dims {MESH_DIM_NAMES}; got {mesh.mesh_dim_names}")
+    if mesh["sp"].size() > 1:
+        apply_sequence_parallel(model, mesh["sp"].get_group())
 
     if activation_checkpointing is ActivationCheckpointing.FULL:
         model.set_activation_checkpointing(True)

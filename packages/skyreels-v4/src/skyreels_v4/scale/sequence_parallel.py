@@ -1,0 +1,407 @@
+"""Ulysses sequence parallelism applied from outside to a built joint transformer (paper 3.1,
+eqs. 3-5 and 8; issue 15; docs/scale-out.md).
+
+``apply_sequence_parallel(model, group)`` changes a ``JointAudioVideoTransformer`` in place, the way
+torchtitan's ``parallelize`` does, so the model code in skyreels-mmdit-blocks stays single-device:
+
+- every video block's joint self-attention kernel (eq. 3: ``[video; text]``) becomes a Ulysses
+  all-to-all around the original kernel (``UlyssesJointAttention``);
+- every exchange's audio->video cross-attention kernel (eq. 5, audio queries reading video keys)
+  becomes ``ulysses_cross_attention`` (``UlyssesVideoKeysAttention``); the video->audio direction
+  (video queries on the shard, replicated audio keys) and the text cross-attention (eq. 4) need no
+  communication and keep their kernels;
+- ``model.forward`` becomes ``sequence_parallel_forward``: it embeds as before, reorders the video
+  tokens to ``[generated ; references]`` (eq. 8's in-context tokens go last so that the generated
+  ones, the only keys eq. 5 reads, are a prefix), shards them (zero padding at the global end),
+  shards the RoPE tables built from global positions the same way, runs the blocks on the shard,
+  applies the final layer on the shard and all-gathers only its small output (``C·pt·ph·pw``
+  features per token instead of D).
+
+Text and audio tokens are replicated on every rank: 256-512 text tokens and ~650 audio latents for
+15 s against ~10^5-10^6 video tokens, so sharding them would save little memory and add two
+collectives per block. The parameters that only see replicated tokens get, per rank, a gradient of
+the replicated loss; under FSDP's mean reduction over ``dp_shard x sp`` every rank computes the loss
+on the (replicated) gathered output undivided, and the mean of the per-rank gradients is the
+single-process gradient (docs/sequence-parallel.md, "the loss"). Without FSDP, sum the gradients over
+the group and divide by its size.
+
+Masks: text padding is the replicated tokens' key-padding mask; the shard padding and any reference
+tokens masked by ``video_key_mask`` are folded into one key-length when the valid keys form a prefix
+(every backend runs it), else a dense key mask over the gathered sequence (``attention_fn``).
+Modulation vectors are per sample, so they need no change.
+
+Shape legend: B batch, R reference tokens, L generated video tokens, N = R + L, P group size,
+Ls = ceil(N / P), Lp = P·Ls, D width, H heads.
+"""
+
+from __future__ import annotations
+
+import types
+from dataclasses import dataclass, replace
+from functools import partial
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from skyreels_attention import AttentionKernel, DenseMask, KeyPaddingMask, attention
+from skyreels_attention.sequence_parallel import (
+    gather_sequence,
+    shard_length,
+    shard_sequence,
+    ulysses_attention,
+    ulysses_cross_attention,
+)
+from skyreels_av_rope import cross_modal_time_rope
+from skyreels_mmdit_blocks import (
+    JointAudioVideoTransformer,
+    JointOutput,
+    key_mask_from_bool,
+    unpatchify_video,
+)
+from skyreels_mmdit_blocks.block_context import BlockContext, Rotary
+
+__all__ = [
+    "ShardedKeys",
+    "UlyssesJointAttention",
+    "UlyssesVideoKeysAttention",
+    "apply_sequence_parallel",
+    "sequence_parallel_forward",
+    "sequence_parallel_group",
+]
+
+
+@dataclass(frozen=True, eq=False)
+class ShardedKeys:
+    """The mask the sequence-parallel forward passes through the blocks in place of an attention mask.
+
+    local_len: Ls, the sharded tokens at the front of each local query/key tensor.
+    valid_len: global count of valid sharded keys when they are a prefix of the sharded order.
+    valid: bool ``[B, Lp]`` validity of the sharded keys (global order) when they are not a prefix.
+    text_lengths: ``[B]`` valid replicated (text) keys; None = all of them (joint self-attention only).
+    """
+
+    local_len: int
+    valid_len: int | None
+    valid: Tensor | None
+    text_lengths: Tensor | None = None
+
+
+def _dense_attention(
+    q: Tensor, k: Tensor, v: Tensor, *, mask: object, scale: float | None, keys: Tensor, backend: str | None
+) -> Tensor:
+    """Local attention for ``ulysses_*`` with an explicit bool key mask ``keys [B, Lk]`` over the keys in
+    the order ulysses builds them when ``global_seq_len`` is None: ``[gathered sharded ; replicated]``."""
+    del mask  # ulysses passes None here: global_seq_len is None and no replicated_mask is given
+    return attention(q, k, v, mask=DenseMask(keys[:, None, None, :]), scale=scale, backend=backend)
+
+
+class UlyssesJointAttention(nn.Module):
+    """Drop-in for a video block's joint self-attention kernel: q/k/v ``[B, Ls + Lt, H, Dh]`` (this
+    rank's shard, then the replicated text tokens) -> ``[B, Ls + Lt, H, Dh]``."""
+
+    def __init__(self, group: dist.ProcessGroup, inner: AttentionKernel) -> None:
+        super().__init__()
+        if not isinstance(inner, AttentionKernel):
+            raise TypeError(f"inner: expected an AttentionKernel, got {type(inner).__name__}")
+        self.group = group
+        self.inner = inner  # kept for its backend choice (and so the module can be unwrapped)
+
+    def forward(
+        self, q: Tensor, k: Tensor, v: Tensor, *, mask: object = None, scale: float | None = None
+    ) -> Tensor:
+        if not isinstance(mask, ShardedKeys):
+            raise RuntimeError(
+                "UlyssesJointAttention: mask must be the ShardedKeys of sequence_parallel_forward; got "
+                f"{type(mask).__name__} (a sequence-parallel block was called outside the model's forward)"
+            )
+        backend = self.inner.config.backend
+        n = mask.local_len
+        replicated = {"replicated_q": q[:, n:], "replicated_k": k[:, n:], "replicated_v": v[:, n:]}
+        if q.shape[1] == n:  # no replicated tokens at all
+            replicated = {}
+        if mask.valid is None:
+            text = None if mask.text_lengths is None or not replicated else KeyPaddingMask(mask.text_lengths)
+            out = ulysses_attention(
+                q[:, :n], k[:, :n], v[:, :n], group=self.group, global_seq_len=mask.valid_len,
+                replicated_mask=text, scale=scale, backend=backend, **replicated,
+            )  # fmt: skip
+        else:
+            keys = mask.valid
+            if replicated:
+                text_len = q.shape[1] - n
+                text_keys = torch.ones(keys.shape[0], text_len, dtype=torch.bool, device=keys.device)
+                if mask.text_lengths is not None:
+                    text_keys = torch.arange(text_len, device=keys.device)[None] < mask.text_lengths[:, None]
+                keys = torch.cat([keys, text_keys], dim=1)
+            fn = partial(_dense_attention, keys=keys, backend=backend)
+            out = ulysses_attention(
+                q[:, :n], k[:, :n], v[:, :n], group=self.group, scale=scale, attention_fn=fn, **replicated
+            )
+        if out.replicated_out is None:
+            return out.out
+        return torch.cat([out.out, out.replicated_out], dim=1)
+
+
+class UlyssesVideoKeysAttention(nn.Module):
+    """Drop-in for the kernel of eq. 5's audio->video direction: replicated audio queries
+    ``[B, La, H, Dh]`` read the sharded video keys ``[B, Ls, H, Dh]``."""
+
+    def __init__(self, group: dist.ProcessGroup, inner: AttentionKernel) -> None:
+        super().__init__()
+        if not isinstance(inner, AttentionKernel):
+            raise TypeError(f"inner: expected an AttentionKernel, got {type(inner).__name__}")
+        self.group = group
+        self.inner = inner
+
+    def forward(
+        self, q: Tensor, k: Tensor, v: Tensor, *, mask: object = None, scale: float | None = None
+    ) -> Tensor:
+        if not isinstance(mask, ShardedKeys):
+            raise RuntimeError(
+                "UlyssesVideoKeysAttention: mask must be the ShardedKeys of sequence_parallel_forward; "
+                f"got {type(mask).__name__}"
+            )
+        backend = self.inner.config.backend
+        if mask.valid is None:
+            return ulysses_cross_attention(
+                q, k, v, group=self.group, global_seq_len=mask.valid_len, scale=scale, backend=backend
+            )
+        fn = partial(_dense_attention, keys=mask.valid, backend=backend)
+        return ulysses_cross_attention(q, k, v, group=self.group, scale=scale, attention_fn=fn)
+
+
+def sequence_parallel_group(model: nn.Module) -> dist.ProcessGroup | None:
+    """The group ``apply_sequence_parallel`` gave ``model``, or None."""
+    return getattr(model, "_sequence_parallel_group", None)
+
+
+def apply_sequence_parallel(
+    model: JointAudioVideoTransformer, group: dist.ProcessGroup
+) -> JointAudioVideoTransformer:
+    """Shard the video tokens of ``model`` over ``group`` (Ulysses), in place; see the module docstring.
+
+    Every rank of ``group`` must call the model with the same inputs (the same batch). A group of size
+    1 leaves the model unchanged. The state dict is unchanged (the swapped kernels hold no weights).
+    """
+    if not isinstance(model, JointAudioVideoTransformer):
+        raise TypeError(f"model must be a JointAudioVideoTransformer; got {type(model).__name__}")
+    if not dist.is_available() or not dist.is_initialized():
+        raise RuntimeError(
+            "apply_sequence_parallel needs torch.distributed initialised (torchrun / Lightning)"
+        )
+    if not isinstance(group, dist.ProcessGroup):
+        raise TypeError(
+            f"group must be a torch.distributed.ProcessGroup (from a mesh: mesh['sp'].get_group()); "
+            f"got {type(group).__name__}"
+        )
+    if sequence_parallel_group(model) is not None:
+        raise ValueError("model: sequence parallelism is already applied")
+    if hasattr(model, "video_vsa"):
+        raise ValueError(
+            "model: video sparse attention (VSA) has no sequence-parallel form yet; use a dense "
+            "video_attention or sp=1"
+        )
+    size = dist.get_world_size(group)
+    heads = model.config.video.num_heads
+    if heads % size:
+        raise ValueError(
+            f"sp group size {size} must divide the video heads ({heads}): Ulysses gives every rank "
+            f"heads / sp of them"
+        )
+    if size == 1:
+        return model
+    for block in model.video.blocks:
+        block.attention = UlyssesJointAttention(group, block.attention)
+    for exchange in model.exchanges:
+        direction = exchange.audio_from_video
+        direction.attention = UlyssesVideoKeysAttention(group, direction.attention)
+    model._sequence_parallel_group = group
+    model.forward = types.MethodType(sequence_parallel_forward, model)
+    return model
+
+
+def _shard_rows(x: Tensor, group: dist.ProcessGroup) -> Tensor:
+    """Shard a ``[.., N, d]`` table (RoPE cos/sin) along its row axis like the tokens."""
+    return shard_sequence(x, group=group, dim=x.ndim - 2)
+
+
+def _valid_keys(valid: Tensor, padded: int) -> tuple[int | None, Tensor | None]:
+    """bool ``[B, N]`` -> (prefix length, None) when every row is the same prefix, else (None, [B, Lp])."""
+    lengths = valid.sum(dim=1)
+    prefix = torch.arange(valid.shape[1], device=valid.device)[None, :] < lengths[:, None]
+    if torch.equal(prefix, valid) and bool((lengths == lengths[0]).all()) and int(lengths[0]) > 0:
+        return int(lengths[0]), None
+    return None, nn.functional.pad(valid, (0, padded - valid.shape[1]))
+
+
+def sequence_parallel_forward(
+    self: JointAudioVideoTransformer,
+    video_latents: Tensor,
+    audio_latents: Tensor,
+    *,
+    timestep: Tensor,
+    text_tokens: Tensor,
+    text_mask: Tensor | None = None,
+    pooled_text: Tensor | None = None,
+    guidance: Tensor | None = None,
+    audio_timestep: Tensor | None = None,
+    video_reference_latents: Tensor | None = None,
+    audio_reference_latents: Tensor | None = None,
+    video_positions: Tensor | None = None,
+    audio_positions: Tensor | None = None,
+    video_key_mask: Tensor | None = None,
+    audio_key_mask: Tensor | None = None,
+) -> JointOutput:
+    """``JointAudioVideoTransformer.forward`` with the video tokens sharded over the model's group.
+
+    Same arguments and result (replicated on every rank) as the single-device forward.
+    """
+    group = sequence_parallel_group(self)
+    if group is None:
+        raise RuntimeError("sequence_parallel_forward: call apply_sequence_parallel(model, group) first")
+    cfg = self.config
+    for name, value in (("video_latents", video_latents), ("audio_latents", audio_latents)):
+        if not isinstance(value, Tensor) or value.ndim == 0:
+            raise TypeError(f"{name} must be a batched torch.Tensor; got {type(value).__name__}")
+    if video_latents.shape[0] != audio_latents.shape[0]:
+        raise ValueError(
+            f"video_latents and audio_latents must have one batch size; got "
+            f"{video_latents.shape[0]} and {audio_latents.shape[0]}"
+        )
+    if guidance is not None and not (cfg.video.guidance_embedding or cfg.audio.guidance_embedding):
+        raise ValueError("guidance was given but neither branch has a guidance embedding")
+
+    video = self.video.embed(
+        video_latents, timestep=timestep, text_tokens=text_tokens, text_mask=text_mask,
+        pooled_text=pooled_text, guidance=guidance if cfg.video.guidance_embedding else None,
+        reference_latents=video_reference_latents, positions=video_positions, latent_key_mask=video_key_mask,
+    )  # fmt: skip
+    if audio_positions is None:
+        audio_positions = self._audio_positions(video, audio_latents, audio_reference_latents)
+    audio = self.audio.embed(
+        audio_latents, timestep=timestep if audio_timestep is None else audio_timestep,
+        text_tokens=text_tokens, text_mask=text_mask, pooled_text=pooled_text,
+        guidance=guidance if cfg.audio.guidance_embedding else None,
+        reference_latents=audio_reference_latents, positions=audio_positions, latent_key_mask=audio_key_mask,
+    )  # fmt: skip
+    rv, ra = video.num_reference, audio.num_reference
+    video_time_rope, audio_time_rope = cross_modal_time_rope(
+        video.positions[..., rv:, :], audio.positions[..., ra:, :], rope=self.exchange_rope
+    )
+    audio_exchange_keys = (
+        None if audio_key_mask is None else key_mask_from_bool(audio_key_mask[:, ra:], name="audio_key_mask")
+    )
+
+    # Video tokens in the sharded order [generated ; references], then this rank's shard.
+    num_tokens = video.latent.shape[1]
+    size = dist.get_world_size(group)
+    padded = size * shard_length(num_tokens, size)
+    generated = num_tokens - rv
+    order = torch.cat([torch.arange(rv, num_tokens), torch.arange(rv)]).to(video.latent.device)
+    tokens = shard_sequence(video.latent.index_select(1, order), group=group)
+    local_len = tokens.shape[1]
+    rotary = video.context.rotary
+    if rotary is not None:
+        rotary = Rotary(*(_shard_rows(t.index_select(t.ndim - 2, order), group) for t in rotary))
+
+    keys = None if video_key_mask is None else video_key_mask.index_select(1, order)
+    if keys is None or bool(keys.all()):
+        self_keys: tuple[int | None, Tensor | None] = (num_tokens, None)
+    else:
+        self_keys = _valid_keys(keys, padded)
+    text_keys = video.context.text_mask
+    context = replace(
+        video.context,
+        rotary=rotary,
+        joint_mask=ShardedKeys(
+            local_len, *self_keys, text_lengths=None if text_keys is None else text_keys.valid_lengths
+        ),
+    )
+    # Eq. 5 reads generated video tokens only: the references (and the padding) are never its keys.
+    if keys is None or bool(keys[:, :generated].all()):
+        exchange_keys = ShardedKeys(local_len, generated, None)
+    else:
+        exchange_keys = ShardedKeys(local_len, *_valid_keys(keys[:, :generated], padded))
+    video_time_rope = Rotary(
+        *(
+            _shard_rows(nn.functional.pad(t, (0, 0, 0, rv)), group)  # zero rows for the references
+            for t in video_time_rope
+        )
+    )
+    is_generated = shard_sequence(torch.arange(padded, device=tokens.device) < generated, group=group, dim=0)
+    step = _Step(
+        context, video_time_rope, exchange_keys, is_generated if rv else None, Rotary(*audio_time_rope)
+    )
+
+    v_latent, v_text, a_latent, a_text = tokens, video.text, audio.latent, audio.text
+    next_video = next_audio = 0
+    for k, (video_index, audio_index) in enumerate(cfg.exchange_pairs):
+        for i in range(next_video, video_index):
+            v_latent, v_text = self.video.run_block(i, v_latent, v_text, context)
+        for i in range(next_audio, audio_index):
+            a_latent, a_text = self.audio.run_block(i, a_latent, a_text, audio.context)
+        args = (self, k, v_latent, v_text, a_latent, a_text, step, audio, audio_exchange_keys)
+        if (
+            video_index in self.video.checkpointed_blocks or audio_index in self.audio.checkpointed_blocks
+        ) and torch.is_grad_enabled():
+            v_latent, v_text, a_latent, a_text = checkpoint(_exchange_step, *args, use_reentrant=False)
+        else:
+            v_latent, v_text, a_latent, a_text = _exchange_step(*args)
+        next_video, next_audio = video_index + 1, audio_index + 1
+    for i in range(next_video, cfg.video.num_blocks):
+        v_latent, v_text = self.video.run_block(i, v_latent, v_text, context)
+    for i in range(next_audio, cfg.audio.num_blocks):
+        a_latent, a_text = self.audio.run_block(i, a_latent, a_text, audio.context)
+
+    features = self.video.final_layer(v_latent, video.context.conditioning)  # [B, Ls, C·pt·ph·pw]
+    features = gather_sequence(features, group=group, global_seq_len=generated)  # generated come first
+    return JointOutput(
+        unpatchify_video(features, video.grid, cfg.video.patch_size), self.audio.finish(a_latent, audio)
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class _Step:
+    """What an exchange step needs about the sharded video tokens."""
+
+    context: BlockContext
+    video_time_rope: Rotary  # eq. 5 RoPE rows of this shard (zeros on references and padding)
+    exchange_keys: ShardedKeys  # generated video keys eq. 5 may read
+    is_generated: Tensor | None  # bool [Ls]: which local tokens eq. 5 updates (None: all)
+    audio_time_rope: Rotary
+
+
+def _exchange_step(
+    model: JointAudioVideoTransformer,
+    k: int,
+    v_latent: Tensor,
+    v_text: Tensor,
+    a_latent: Tensor,
+    a_text: Tensor,
+    step: _Step,
+    audio: object,
+    audio_exchange_keys: KeyPaddingMask | DenseMask | None,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The joint model's exchange step on a video shard: both attention stages, eq. 5, both MLPs."""
+    video_index, audio_index = model.config.exchange_pairs[k]
+    video_block, audio_block = model.video.blocks[video_index], model.audio.blocks[audio_index]
+    v_state = video_block.attention_stage(v_latent, v_text, step.context)
+    a_state = audio_block.attention_stage(a_latent, a_text, audio.context)
+    ra = audio.num_reference
+    new_video, new_audio = model.exchanges[k](
+        v_state.latent,
+        a_state.latent[:, ra:],
+        video_rotary=step.video_time_rope,
+        audio_rotary=step.audio_time_rope,
+        video_key_mask=step.exchange_keys,
+        audio_key_mask=audio_exchange_keys,
+    )
+    if step.is_generated is not None:  # reference tokens pass through eq. 5 untouched
+        new_video = torch.where(step.is_generated[None, :, None], new_video, v_state.latent)
+    if ra:
+        new_audio = torch.cat([a_state.latent[:, :ra], new_audio], dim=1)
+    v_latent, v_text = video_block.feed_forward_stage(v_state._replace(latent=new_video))
+    a_latent, a_text = audio_block.feed_forward_stage(a_state._replace(latent=new_audio))
+    return v_latent, v_text, a_latent, a_text
