@@ -64,6 +64,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("skyreels_v4.model.convert", "build a pipeline folder from a HunyuanVideo checkpoint"),
     "plan": ("skyreels_v4.scale.plan_cli", "memory and FLOPs per device for a preset, clip and GPU layout"),
     "data": ("skyreels_v4.data.cli", "data pipeline: run PIPELINE.yaml --input DIR --output DIR | report"),
+    "train": (
+        "skyreels_v4.training.train",
+        "train a Table 1 stage (fit --config recipes/train/<stage>.yaml), lora, merge-branches",
+    ),
     "vae-train-video": (
         "skyreels_v4.vae.train_video",
         "train the tiny video autoencoder, report held-out PSNR",
