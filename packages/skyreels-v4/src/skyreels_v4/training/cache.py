@@ -4,29 +4,45 @@ text encoder.
 
 Sources: the procedural world (:func:`world_samples`) or a folder of clips with ``captions.jsonl``
 (:func:`folder_samples`; one JSON object per line: ``{"id", "video": "clips/a.mp4", "caption",
-"start_s", "end_s", "audio"?}``, the data pipeline's export format). Clips are grouped into buckets of
-equal size ``(frames, height, width)`` so that a batch never mixes shapes.
+"start_s"?, "end_s"?, "audio"?}``, the data pipeline's export format; :func:`read_caption_listing`
+checks the whole listing before any work). Clips are grouped into buckets of equal size
+``(frames, height, width)`` so that a batch never mixes shapes.
+
+Captions are structured prompts (paper 3.4.3). The text encoder reads :func:`prompt_text` of each
+caption: the combined visual + acoustic prompt (3.1) that the pipeline encodes for the same caption
+at inference (``skyreels_v4.pipeline.prompting.plan_prompt``), so training and inference see the
+same text.
 
 Layout::
 
-    cache_index.json        format, codec/encoder configs, buckets, items (id, caption, labels, where)
+    cache_index.json        format, fingerprint, codec/encoder configs, buckets, items (id, caption,
+                            prompt, labels, where)
+    cache_progress.json     while building: the finished shards (deleted when the index is written)
     components/{video_vae, audio_vae, text_encoder}/  the components that made it (for export)
     empty_prompt.safetensors  the text encoder's embedding of "" (the CFG / text-dropout negative)
     black_latent.safetensors  the video codec's latent of one black frame per frame size (eq. 7)
     shard-00000.safetensors ... per bucket: video_latents [N, C, T, h, w], audio_latents [N, Ca, La],
-                            text_tokens [N, L, D], text_mask [N, L]
+                            text_tokens [N, L, D], text_mask [N, L] (text_pooled [N, P] if pooled)
 
-Shards and the index are written atomically and the index last, so an interrupted build leaves no
-index (a rebuild starts over) and a finished cache is never half-visible.
+Shards, the progress file and the index are written atomically, the index last. A build that is
+interrupted resumes (:attr:`ExistingCache.RESUME`): shards listed in the progress file are kept and
+their clips are not decoded or encoded again; the resumed cache equals the uninterrupted one (same
+shards, same order), because shard boundaries depend only on the order of the clips. A folder made
+with other settings (a different source, codec, encoder or shard size) is refused, naming what
+differs, unless :attr:`ExistingCache.OVERWRITE` is asked for.
 """
 
 from __future__ import annotations
 
+import enum
+import hashlib
 import json
+import math
 import os
+import warnings
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Collection, Iterable, Iterator
+from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,26 +51,50 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from skyreels_v4.errors import FileFormatError, NonFiniteError, PreflightError, SkyReelsError
+from skyreels_v4.errors import (
+    ConfigMismatchError,
+    FileFormatError,
+    NonFiniteError,
+    PreflightError,
+    PromptError,
+    SkyReelsError,
+)
 from skyreels_v4.io import atomic_write_json, read_json, read_safetensors, save_safetensors
+from skyreels_v4.prompts import SegmentOrder, combined_prompt, has_shot_markup, parse_multishot, parse_prompt
 
 __all__ = [
     "CACHE_INDEX",
+    "CACHE_PROGRESS",
     "CacheSample",
+    "CaptionRow",
+    "ExistingCache",
     "LatentCache",
     "build_latent_cache",
     "folder_samples",
+    "prompt_text",
+    "read_caption_listing",
     "world_samples",
 ]
 
 CACHE_INDEX = "cache_index.json"
+CACHE_PROGRESS = "cache_progress.json"
 CACHE_FORMAT = "skyreels-v4-latent-cache"
 CACHE_VERSION = 1
 
 
+class ExistingCache(enum.Enum):
+    """What :func:`build_latent_cache` does with what it finds in its output folder."""
+
+    RESUME = "resume"  # keep a finished or partial cache made with the same settings; refuse others
+    OVERWRITE = "overwrite"  # delete the cache files found there and start over
+
+
 @dataclass(frozen=True, kw_only=True, eq=False)
 class CacheSample:
-    """One clip to cache: pixels ``[3, F, H, W]`` in [-1, 1], waveform ``[channels, samples]``."""
+    """One clip to cache: pixels ``[3, F, H, W]`` in [-1, 1], waveform ``[channels, samples]``.
+
+    ``origin`` names where the clip came from (a file) for error messages.
+    """
 
     id: str
     video: Tensor
@@ -63,73 +103,209 @@ class CacheSample:
     fps: float
     caption: str
     labels: dict[str, Any] = field(default_factory=dict)
+    origin: str = ""
 
 
-def world_samples(world: Any, *, length: int, seed: int, split: Any = "train") -> Iterator[CacheSample]:
-    """Clips of the procedural world (``skyreels_v4.world``) with their captions and attribute labels."""
+def prompt_text(caption: str, *, order: SegmentOrder = SegmentOrder.STANDARD) -> str:
+    """The text the encoder reads for ``caption``: the combined visual + acoustic prompt (paper 3.1)
+    of the parsed structured caption (or multi-shot prompt), exactly as the pipeline builds it.
+
+    Raises:
+        PromptError: the caption is malformed (unbalanced tags, bad shot markup).
+    """
+    parsed = parse_multishot(caption) if has_shot_markup(caption) else parse_prompt(caption)
+    return combined_prompt(parsed, order=order)
+
+
+def world_samples(
+    world: Any, *, length: int, seed: int, split: Any = "train", skip: Collection[str] = ()
+) -> Iterator[CacheSample]:
+    """Clips of the procedural world (``skyreels_v4.world``) with their captions and attribute labels.
+
+    Clips whose id is in ``skip`` are not rendered (a resumed build passes its finished ids).
+    """
     from skyreels_v4.world import ProceduralAVDataset, WorldSplit
 
     data = ProceduralAVDataset(world, length=length, seed=seed, split=WorldSplit(split))
     for index in range(length):
+        sample_id = f"world-{WorldSplit(split).value}-{seed}-{index}"
+        if sample_id in skip:
+            continue
         item = data[index]
         labels = {
             key: item[key].tolist()
             for key in ("colour_ids", "shape_ids", "background_id", "num_objects", "has_bgm")
         }
         yield CacheSample(
-            id=f"world-{WorldSplit(split).value}-{seed}-{index}",
+            id=sample_id,
             video=item["video"],
             audio=item["audio"],
             sample_rate=world.sample_rate,
             fps=world.fps,
             caption=item["caption"],
             labels=labels,
+            origin=f"world clip {index}",
         )
 
 
-def folder_samples(folder: str | os.PathLike[str], *, num_frames: int | None = None) -> Iterator[CacheSample]:
-    """Clips listed in ``folder/captions.jsonl`` (the data pipeline's export), decoded with PyAV.
+@dataclass(frozen=True, kw_only=True)
+class CaptionRow:
+    """One checked line of ``captions.jsonl``: files resolved against the folder."""
 
-    ``num_frames`` cuts every clip to that many frames from its start (clips shorter than that are
-    skipped with a warning); None keeps each clip's own length (then buckets group equal lengths).
-    """
-    import warnings
+    id: str
+    video: Path
+    audio: Path
+    caption: str
+    start_s: float
+    end_s: float | None
+    line: int
 
-    from skyreels_v4.io.media import read_audio_file, read_video_file
 
+def _time_field(listing: Path, number: int, row: dict[str, Any], key: str) -> float | None:
+    value = row.get(key)
+    if value is None:
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise FileFormatError(listing, f"line {number}: expected {key!r} a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+def read_caption_listing(folder: str | os.PathLike[str]) -> list[CaptionRow]:
+    """Check ``folder/captions.jsonl`` completely before any work: valid JSON per line, non-empty
+    string ``id`` / ``video`` / ``caption``, unique ids, media files that exist inside the folder,
+    ``0 <= start_s < end_s``, captions that parse as structured prompts. Errors name the listing and
+    the line (and the missing file)."""
     root = Path(folder)
+    if not root.is_dir():
+        raise PreflightError(f"input: expected a folder of clips with captions.jsonl, got {root}")
     listing = root / "captions.jsonl"
     if not listing.is_file():
         raise FileFormatError(listing, "expected a captions.jsonl listing the clips, but it is missing")
-    for number, line in enumerate(listing.read_text(encoding="utf-8").splitlines(), start=1):
+    try:
+        lines = listing.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise FileFormatError(listing, f"cannot read it as UTF-8 text ({error})") from error
+    rows: list[CaptionRow] = []
+    seen: dict[str, int] = {}
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError as error:
             raise FileFormatError(listing, f"line {number} is not valid JSON ({error.msg})") from error
+        if not isinstance(row, dict):
+            raise FileFormatError(listing, f"line {number}: expected a JSON object, got {type(row).__name__}")
         for key in ("id", "video", "caption"):
-            if not isinstance(row.get(key), str) or not row[key]:
+            if not isinstance(row.get(key), str) or not row[key].strip():
                 raise FileFormatError(listing, f"line {number}: expected a non-empty string {key!r}")
-        start = float(row.get("start_s") or 0.0)
-        end = row.get("end_s")
-        video, fps = read_video_file(root / row["video"], start_s=start, end_s=end)
-        if row.get("audio"):
-            audio, rate = read_audio_file(root / row["audio"], start_s=start, end_s=end)
-        else:
-            audio, rate = read_audio_file(root / row["video"], start_s=start, end_s=end)
+        if row["id"] in seen:
+            raise FileFormatError(
+                listing, f"line {number}: id {row['id']!r} repeats line {seen[row['id']]}; ids must be unique"
+            )
+        seen[row["id"]] = number
+        audio = row.get("audio")
+        if audio is not None and (not isinstance(audio, str) or not audio.strip()):
+            raise FileFormatError(
+                listing, f"line {number}: expected 'audio' a non-empty string, got {audio!r}"
+            )
+        paths = {}
+        for key, name in (("video", row["video"]), ("audio", audio or row["video"])):
+            path = (root / name).resolve()
+            if not path.is_relative_to(root.resolve()):
+                raise FileFormatError(listing, f"line {number}: {key} {name!r} points outside {root}")
+            if not path.is_file():
+                raise FileFormatError(
+                    listing, f"line {number}: caption for a missing file, {key} {root / name} does not exist"
+                )
+            paths[key] = path
+        start = _time_field(listing, number, row, "start_s") or 0.0
+        end = _time_field(listing, number, row, "end_s")
+        if end is not None and end <= start:
+            raise FileFormatError(listing, f"line {number}: expected start_s < end_s, got {start} and {end}")
+        try:
+            prompt_text(row["caption"])
+        except PromptError as error:
+            raise PromptError(f"{listing}: line {number}: caption: {error}") from error
+        rows.append(
+            CaptionRow(
+                id=row["id"],
+                video=paths["video"],
+                audio=paths["audio"],
+                caption=row["caption"],
+                start_s=start,
+                end_s=end,
+                line=number,
+            )
+        )
+    if not rows:
+        raise FileFormatError(listing, "expected at least one clip, got no lines")
+    return rows
+
+
+def folder_samples(
+    folder: str | os.PathLike[str],
+    *,
+    num_frames: int | None = None,
+    temporal_factor: int = 1,
+    skip: Collection[str] = (),
+) -> Iterator[CacheSample]:
+    """Clips listed in ``folder/captions.jsonl`` (checked first: :func:`read_caption_listing`),
+    decoded with PyAV / soundfile.
+
+    ``num_frames`` cuts every clip to that many frames from its start (clips shorter than that are
+    skipped with a warning); None keeps each clip's own length cut to the longest
+    ``1 + k·temporal_factor`` frames the video codec accepts (buckets group equal lengths). The audio
+    is cut to the kept frames' duration. Clips whose id is in ``skip`` are not decoded. Unreadable
+    media raise ``FileFormatError`` and NaN/inf samples ``NonFiniteError``, naming the file.
+    """
+    from skyreels_v4.io.media import read_audio_file, read_video_file
+
+    if num_frames is not None and (
+        isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 1
+    ):
+        raise SkyReelsError(f"num_frames: expected a positive int or None, got {num_frames!r}")
+    if isinstance(temporal_factor, bool) or not isinstance(temporal_factor, int) or temporal_factor < 1:
+        raise SkyReelsError(f"temporal_factor: expected a positive int, got {temporal_factor!r}")
+    for row in read_caption_listing(folder):
+        if row.id in skip:
+            continue
+        video, fps = read_video_file(row.video, start_s=row.start_s, end_s=row.end_s)
+        audio, rate = read_audio_file(row.audio, start_s=row.start_s, end_s=row.end_s)
+        for tensor, path in ((video, row.video), (audio, row.audio)):
+            if not bool(torch.isfinite(tensor).all()):
+                raise NonFiniteError(f"{path}: holds NaN or inf samples (clip {row.id!r})")
+        frames = video.shape[1]
         if num_frames is not None:
-            if video.shape[1] < num_frames:
+            if frames < num_frames:
                 warnings.warn(
-                    f"{row['video']}: {video.shape[1]} frames < num_frames={num_frames}; skipped",
-                    stacklevel=2,
+                    f"{row.video}: {frames} frames < num_frames={num_frames}; skipped", stacklevel=2
                 )
                 continue
-            video = video[:, :num_frames]
-            audio = audio[:, : round(num_frames / fps * rate)]
+            keep = num_frames
+        else:
+            keep = 1 + (frames - 1) // temporal_factor * temporal_factor
+        video = video[:, :keep]
+        audio = audio[:, : round(keep / fps * rate)]
         yield CacheSample(
-            id=row["id"], video=video, audio=audio, sample_rate=rate, fps=fps, caption=row["caption"]
+            id=row.id,
+            video=video,
+            audio=audio,
+            sample_rate=rate,
+            fps=fps,
+            caption=row.caption,
+            origin=str(row.video),
         )
+
+
+def _jsonable(value: Any) -> Any:
+    """``value`` as plain JSON data (tuples -> lists, enums -> values, paths -> str)."""
+    return json.loads(json.dumps(value, default=lambda v: getattr(v, "value", str(v))))
 
 
 def _component_config(component: Any) -> dict[str, Any]:
@@ -137,10 +313,87 @@ def _component_config(component: Any) -> dict[str, Any]:
         method = getattr(component, name, None)
         if callable(method):
             try:
-                return dict(method())
+                return _jsonable(dict(method()))
             except TypeError:
                 pass
-    return {"class": type(component).__name__}
+    config: dict[str, Any] = {"class": type(component).__name__}
+    inner = getattr(component, "config", None)
+    if is_dataclass(inner) and not isinstance(inner, type):
+        config["config"] = _jsonable(asdict(inner))
+    for name in ("sample_rate", "audio_channels", "hop_length", "latent_channels", "dim", "latent_scale"):
+        value = getattr(component, name, None)
+        if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+            config[name] = value
+    return config
+
+
+def _weights_digest(component: Any) -> str | None:
+    """A cheap digest of a module's tensors (names, shapes, dtypes, up to 4096 strided values each):
+    two differently trained components of one configuration differ here."""
+    state = component.state_dict() if isinstance(component, torch.nn.Module) else None
+    if not state:
+        return None
+    digest = hashlib.blake2b(digest_size=16)
+    for name, tensor in sorted(state.items()):
+        flat = tensor.detach().reshape(-1)
+        step = max(1, flat.numel() // 4096)
+        sample = flat[::step].to("cpu", torch.float64).numpy()
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        digest.update(sample.tobytes())
+    return digest.hexdigest()
+
+
+def _fingerprint(
+    video_vae: Any, audio_vae: Any, text_encoder: Any, *, shard_size: int, source: Any, order: SegmentOrder
+) -> dict[str, Any]:
+    components = {
+        name: {"config": _component_config(c), "weights": _weights_digest(c)}
+        for name, c in (("video_vae", video_vae), ("audio_vae", audio_vae), ("text_encoder", text_encoder))
+    }
+    return _jsonable({"source": source, "shard_size": shard_size, "prompt_order": order.value, **components})
+
+
+def _differences(saved: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+    return [key for key in sorted(set(saved) | set(wanted)) if saved.get(key) != wanted.get(key)]
+
+
+def _prepare_folder(
+    root: Path, fingerprint: dict[str, Any], existing: ExistingCache
+) -> dict[str, Any] | None:
+    """Check the output folder; returns the progress of a resumable build (or None to start fresh).
+    A finished cache with the same fingerprint is reported by returning ``{"finished": True}``."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise PreflightError(
+            f"out: cannot write the cache into {root} ({error.strerror or error})"
+        ) from error
+    index_path, progress_path = root / CACHE_INDEX, root / CACHE_PROGRESS
+    if existing is ExistingCache.OVERWRITE:
+        for path in (index_path, progress_path, *root.glob("shard-*.safetensors")):
+            path.unlink(missing_ok=True)
+        return None
+    for path, what in ((index_path, "a finished cache"), (progress_path, "a partial cache build")):
+        if not path.exists():
+            continue
+        saved = read_json(path, what=what)
+        if not isinstance(saved, dict) or not isinstance(saved.get("fingerprint"), dict):
+            raise FileFormatError(
+                path, f"expected {what} with a 'fingerprint'; delete the folder or overwrite"
+            )
+        differs = _differences(saved["fingerprint"], fingerprint)
+        if differs:
+            raise ConfigMismatchError(
+                f"out: {root} holds {what} made with different {', '.join(differs)}; "
+                "choose another output folder or overwrite it (--overwrite / ExistingCache.OVERWRITE)"
+            )
+        if path == index_path:
+            return {"finished": True}
+        return saved
+    return None
 
 
 def build_latent_cache(
@@ -153,31 +406,42 @@ def build_latent_cache(
     shard_size: int = 64,
     progress: bool = True,
     total: int | None = None,
+    source: Any = None,
+    existing: ExistingCache = ExistingCache.RESUME,
+    order: SegmentOrder = SegmentOrder.STANDARD,
 ) -> Path:
     """Encode ``samples`` and write the cache into ``out`` (see the module docstring).
 
+    ``source`` describes where the samples come from (JSON data, e.g. the world's settings or the
+    listing's digest); it is part of the fingerprint that decides whether a folder can be resumed.
     Every clip must have ``F = 1 + k·temporal_factor`` frames, a size divisible by the spatial
-    factor, and finite values; a clip that breaks this raises naming its id.
+    factor, finite values and a caption that parses; a clip that breaks this raises naming its id
+    (and its file). With :attr:`ExistingCache.RESUME`, clips already in finished shards are skipped.
     """
     if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 1:
         raise SkyReelsError(f"shard_size: expected a positive int, got {shard_size!r}")
+    if not isinstance(existing, ExistingCache):
+        raise TypeError(f"existing: expected an ExistingCache, got {existing!r}")
+    if not isinstance(order, SegmentOrder):
+        raise TypeError(f"order: expected a SegmentOrder, got {order!r}")
     root = Path(out)
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        probe = root / ".write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as error:
-        raise PreflightError(
-            f"out: cannot write the cache into {root} ({error.strerror or error})"
-        ) from error
-    (root / CACHE_INDEX).unlink(missing_ok=True)  # an old index must not describe new shards
+    fingerprint = _fingerprint(
+        video_vae, audio_vae, text_encoder, shard_size=shard_size, source=source, order=order
+    )
+    resumed = _prepare_folder(root, fingerprint, existing)
+    if resumed is not None and resumed.get("finished"):
+        return root
+    temporal, spatial = int(video_vae.temporal_factor), int(video_vae.spatial_factor)
 
+    # State restored from a partial build: finished shards, the bucket table, their clips.
+    shards_done: list[dict[str, Any]] = list(resumed["shards"]) if resumed else []
     buckets: dict[tuple[int, int, int], dict[str, Any]] = {}
+    for bucket in resumed["buckets"] if resumed else []:
+        buckets[(bucket["frames"], bucket["height"], bucket["width"])] = bucket
+    for bucket in buckets.values():
+        bucket["shards"] = [s for s in bucket["shards"] if s["file"] in {d["file"] for d in shards_done}]
+    finished = {item["id"] for shard in shards_done for item in shard["items"]}
     pending: dict[tuple[int, int, int], list[dict[str, Any]]] = {}
-    items: list[dict[str, Any]] = []
-    shard_counter = [0]
-    fps_seen: set[float] = set()
 
     def flush(key: tuple[int, int, int]) -> None:
         rows = pending.pop(key, [])
@@ -189,42 +453,66 @@ def build_latent_cache(
         for i, r in enumerate(rows):
             n = r["text_tokens"].shape[0]
             text[i, :n], mask[i, :n] = r["text_tokens"], True
-        name = f"shard-{shard_counter[0]:05d}.safetensors"
-        shard_counter[0] += 1
-        save_safetensors(
-            root / name,
+        tensors = {
+            "video_latents": torch.stack([r["video"] for r in rows]),
+            "audio_latents": torch.stack([r["audio"] for r in rows]),
+            "text_tokens": text,
+            "text_mask": mask,
+        }
+        if rows[0]["pooled"] is not None:
+            tensors["text_pooled"] = torch.stack([r["pooled"] for r in rows])
+        name = f"shard-{len(shards_done):05d}.safetensors"
+        save_safetensors(root / name, tensors)
+        bucket = buckets[key]
+        bucket["shards"].append({"file": name, "count": len(rows)})
+        shards_done.append({"file": name, "bucket": bucket["id"], "items": [r["meta"] for r in rows]})
+        atomic_write_json(
+            root / CACHE_PROGRESS,
             {
-                "video_latents": torch.stack([r["video"] for r in rows]),
-                "audio_latents": torch.stack([r["audio"] for r in rows]),
-                "text_tokens": text,
-                "text_mask": mask,
+                "format": CACHE_FORMAT,
+                "fingerprint": fingerprint,
+                "shards": shards_done,
+                "buckets": list(buckets.values()),
             },
         )
-        bucket = buckets[key]
-        for row_index, r in enumerate(rows):
-            items.append({**r["meta"], "bucket": bucket["id"], "shard": name, "row": row_index})
-        bucket["shards"].append({"file": name, "count": len(rows)})
 
-    iterator = tqdm(samples, total=total, desc="caching latents", disable=not progress)
+    remaining = None if total is None else max(0, total - len(finished))
+    iterator = tqdm(samples, total=remaining, desc="caching latents", disable=not progress)
     seen_ids: set[str] = set()
     with torch.no_grad():
         for sample in iterator:
+            where = f"sample {sample.id!r}" + (f" ({sample.origin})" if sample.origin else "")
             if sample.id in seen_ids:
                 raise SkyReelsError(f"samples: duplicate id {sample.id!r}")
             seen_ids.add(sample.id)
+            if sample.id in finished:
+                continue
             for name, tensor in (("video", sample.video), ("audio", sample.audio)):
                 if not bool(torch.isfinite(tensor).all()):
-                    raise NonFiniteError(f"sample {sample.id!r}: its {name} holds NaN or inf values")
+                    raise NonFiniteError(f"{where}: its {name} holds NaN or inf values")
+            if sample.video.ndim != 4 or sample.video.shape[0] != 3:
+                raise SkyReelsError(f"{where}: expected video [3, F, H, W], got {tuple(sample.video.shape)}")
             _, frames, height, width = sample.video.shape
+            if (frames - 1) % temporal or height % spatial or width % spatial:
+                raise SkyReelsError(
+                    f"{where}: expected 1 + k*{temporal} frames and a size divisible by {spatial} "
+                    f"(the video codec's factors), got {frames} frames of {height}x{width}"
+                )
+            try:
+                text = prompt_text(sample.caption, order=order)
+            except PromptError as error:
+                raise PromptError(f"{where}: caption: {error}") from error
             key = (frames, height, width)
-            fps_seen.add(float(sample.fps))
             video = video_vae.encode(sample.video[None].float())[0]
             audio = audio_vae.encode(sample.audio[None].float(), sample.sample_rate)[0]
             expected = audio_vae.num_latents_for_frames(frames, sample.fps)
             if audio.shape[-1] < expected:
                 audio = torch.nn.functional.pad(audio, (0, expected - audio.shape[-1]))
             audio = audio[..., :expected]
-            embedding = text_encoder.encode([sample.caption])
+            for name, tensor in (("video latents", video), ("audio latents", audio)):
+                if not bool(torch.isfinite(tensor).all()):
+                    raise NonFiniteError(f"{where}: the codec's {name} hold NaN or inf values")
+            embedding = text_encoder.encode([text])
             n = int(embedding.mask[0].sum())
             if key not in buckets:
                 buckets[key] = {
@@ -239,9 +527,11 @@ def build_latent_cache(
                     "video": video.float().cpu(),
                     "audio": audio.float().cpu(),
                     "text_tokens": embedding.tokens[0, :n].float().cpu(),
+                    "pooled": None if embedding.pooled is None else embedding.pooled[0].float().cpu(),
                     "meta": {
                         "id": sample.id,
                         "caption": sample.caption,
+                        "prompt": text,
                         "fps": float(sample.fps),
                         "labels": sample.labels,
                     },
@@ -251,28 +541,37 @@ def build_latent_cache(
                 flush(key)
         for key in list(pending):
             flush(key)
-        if not items:
+        if not shards_done:
             raise SkyReelsError("samples: expected at least one clip, got none")
         empty = text_encoder.encode([""])
-        save_safetensors(root / "empty_prompt.safetensors", {"text_tokens": empty.tokens[0].float().cpu()})
+        empty_tensors = {"text_tokens": empty.tokens[0].float().cpu()}
+        if empty.pooled is not None:
+            empty_tensors["text_pooled"] = empty.pooled[0].float().cpu()
+        save_safetensors(root / "empty_prompt.safetensors", empty_tensors)
         blacks = {}
         for _, height, width in buckets:
             black = video_vae.encode(-torch.ones(1, 3, 1, height, width))[0, :, 0].float().cpu()
             blacks[f"h{black.shape[-2]}_w{black.shape[-1]}"] = black
         save_safetensors(root / "black_latent.safetensors", blacks)
+    items = [
+        {**meta, "bucket": shard["bucket"], "shard": shard["file"], "row": row}
+        for shard in shards_done
+        for row, meta in enumerate(shard["items"])
+    ]
     index = {
         "format": CACHE_FORMAT,
         "format_version": CACHE_VERSION,
+        "fingerprint": fingerprint,
         "video_latent_channels": int(video_vae.latent_channels),
         "audio_latent_channels": int(audio_vae.latent_channels),
-        "text_dim": int(getattr(text_encoder, "dim", items and 0)),
-        "temporal_factor": int(video_vae.temporal_factor),
-        "spatial_factor": int(video_vae.spatial_factor),
+        "text_dim": int(getattr(text_encoder, "dim", empty.tokens.shape[-1])),
+        "temporal_factor": temporal,
+        "spatial_factor": spatial,
         "audio_sample_rate": int(audio_vae.sample_rate),
         "video_codec": _component_config(video_vae),
         "audio_codec": _component_config(audio_vae),
         "text_encoder": _component_config(text_encoder),
-        "fps": sorted(fps_seen),
+        "fps": sorted({item["fps"] for item in items}),
         "buckets": sorted(buckets.values(), key=lambda b: b["id"]),
         "items": items,
     }
@@ -284,6 +583,7 @@ def build_latent_cache(
     ):
         component.save_pretrained(root / "components" / name)
     atomic_write_json(root / CACHE_INDEX, index)
+    (root / CACHE_PROGRESS).unlink(missing_ok=True)
     return root
 
 
@@ -305,9 +605,9 @@ class LatentCache:
         self.buckets = {b["id"]: b for b in index["buckets"]}
         self._shards: OrderedDict[str, dict[str, Tensor]] = OrderedDict()
         self._max_open = max_open_shards
-        self.empty_prompt = read_safetensors(self.root / "empty_prompt.safetensors", check_finite=True)[
-            "text_tokens"
-        ]
+        empty = read_safetensors(self.root / "empty_prompt.safetensors", check_finite=True)
+        self.empty_prompt: Tensor = empty["text_tokens"]
+        self.empty_pooled: Tensor | None = empty.get("text_pooled")
         blacks = read_safetensors(self.root / "black_latent.safetensors", check_finite=True)
         self.black_latents = {tuple(v.shape[-2:]): v for v in blacks.values()}
 
@@ -345,13 +645,16 @@ class LatentCache:
         shard = self._shard(item["shard"])
         row = item["row"]
         length = int(shard["text_mask"][row].sum())
-        return {
+        out = {
             "video_latents": shard["video_latents"][row],
             "audio_latents": shard["audio_latents"][row],
             "text_tokens": shard["text_tokens"][row, :length],
             "index": position,
             "bucket": item["bucket"],
         }
+        if "text_pooled" in shard:
+            out["pooled_text"] = shard["text_pooled"][row]
+        return out
 
 
 def collate_cache_items(items: list[dict[str, Any]]) -> dict[str, Tensor]:
@@ -366,13 +669,16 @@ def collate_cache_items(items: list[dict[str, Any]]) -> dict[str, Tensor]:
     buckets = {i["bucket"] for i in items}
     if len(buckets) != 1:
         raise SkyReelsError(f"batch: expected items of one bucket, got buckets {sorted(buckets)}")
-    return {
+    batch = {
         "video_latents": torch.stack([i["video_latents"] for i in items]),
         "audio_latents": torch.stack([i["audio_latents"] for i in items]),
         "text_tokens": text,
         "text_mask": mask,
         "index": torch.tensor([i["index"] for i in items]),
     }
+    if all("pooled_text" in i for i in items):
+        batch["pooled_text"] = torch.stack([i["pooled_text"] for i in items])
+    return batch
 
 
 class BucketBatchSampler:
