@@ -68,6 +68,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "skyreels_v4.training.train",
         "train a Table 1 stage (fit --config recipes/train/<stage>.yaml), lora, merge-branches",
     ),
+    "cache": ("skyreels_v4.training.cache_cli", "precompute video/audio latents and text embeddings"),
     "vae-train-video": (
         "skyreels_v4.vae.train_video",
         "train the tiny video autoencoder, report held-out PSNR",
