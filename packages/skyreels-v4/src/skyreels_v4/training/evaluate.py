@@ -177,26 +177,40 @@ def write_generation_montage(
         figure.savefig(temp, format="png")
 
 
-def plot_loss_curves(metrics_csv: str | os.PathLike[str], path: str | os.PathLike[str]) -> None:
-    """Training (and validation) loss curves from a Lightning CSVLogger ``metrics.csv``."""
+def plot_loss_curves(
+    metrics_csv: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], path: str | os.PathLike[str]
+) -> None:
+    """Training (and validation) loss curves from Lightning CSVLogger ``metrics.csv`` files.
+
+    Several files (one per resumed session, in order) are joined; a later file's value for a step replaces
+    an earlier one's. Missing files are skipped; with no rows at all the picture says so.
+    """
     import csv
 
-    steps: dict[str, list[tuple[int, float]]] = {}
-    with open(metrics_csv, newline="", encoding="utf-8") as handle:
-        for row in csv.DictReader(handle):
-            for key, value in row.items():
-                if key.endswith("loss") and value not in ("", None):
-                    steps.setdefault(key, []).append((int(row["step"]), float(value)))
+    files = [metrics_csv] if isinstance(metrics_csv, (str, os.PathLike)) else list(metrics_csv)
+    values: dict[str, dict[int, float]] = {}
+    for name in files:
+        if not os.path.exists(name):
+            continue
+        with open(name, newline="", encoding="utf-8") as handle:
+            for row in csv.DictReader(handle):
+                for key, value in row.items():
+                    if key and key.endswith("loss") and value not in ("", None):
+                        values.setdefault(key, {})[int(row["step"])] = float(value)
+    steps = {key: sorted(points.items()) for key, points in values.items()}
     figure = Figure(figsize=(6, 3.5), dpi=110)
     FigureCanvasAgg(figure)
     ax = figure.add_subplot(1, 1, 1)
+    if not steps:
+        ax.text(0.5, 0.5, "no loss values logged yet", ha="center", va="center")
     for key in sorted(steps):
         xs, ys = zip(*steps[key])
         ax.plot(xs, ys, lw=1, label=key)
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
-    ax.set_yscale("log")
-    ax.legend(fontsize=7)
+    if steps:
+        ax.set_yscale("log")
+        ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     figure.tight_layout()
     with atomic_path(path, ".png") as temp:
