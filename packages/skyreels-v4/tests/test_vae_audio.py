@@ -23,6 +23,27 @@ def test_frame_codec_inverts_exactly_and_counts() -> None:
     assert FrameAudioCodec(sample_rate=44100, hop_length=1024).num_latents_for_frames(81, 16) == 218
 
 
+def test_frame_codec_companding_inverts_and_round_trips_its_folder(tmp_path) -> None:
+    from scipy.fft import dct
+
+    codec = FrameAudioCodec(hop_length=64, compression=1 / 3)
+    wave = torch.randn(1, 1, 64 * 6, dtype=torch.float64) * 0.1
+    latents = codec.encode(wave, 16000)
+    # Reference: scipy's orthonormal DCT-II of each frame, scaled, then the signed cube root.
+    frames = wave[0, 0].numpy().reshape(6, 64)
+    coefficients = dct(frames, type=2, norm="ortho", axis=1) / codec.latent_scale
+    expected = np.sign(coefficients) * np.abs(coefficients) ** (1 / 3)
+    np.testing.assert_allclose(latents[0].numpy(), expected.T, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(codec.decode(latents), wave, rtol=0, atol=1e-12)
+    codec.save_pretrained(tmp_path / "audio_vae")
+    loaded = load_audio_codec(tmp_path / "audio_vae")
+    assert loaded.compression == pytest.approx(1 / 3)
+    torch.testing.assert_close(loaded.encode(wave, 16000), latents)
+    for bad in (0, 1.5, float("nan"), True):
+        with pytest.raises(ValueError, match="compression"):
+            FrameAudioCodec(compression=bad)
+
+
 def test_resampling_matches_scipy() -> None:
     from scipy.signal import resample_poly
 
