@@ -41,7 +41,7 @@ import math
 import os
 import warnings
 from collections import OrderedDict
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -397,7 +397,7 @@ def _prepare_folder(
 
 
 def build_latent_cache(
-    samples: Iterable[CacheSample],
+    samples: Iterable[CacheSample] | Callable[[frozenset[str]], Iterable[CacheSample]],
     out: str | os.PathLike[str],
     *,
     video_vae: Any,
@@ -416,7 +416,9 @@ def build_latent_cache(
     listing's digest); it is part of the fingerprint that decides whether a folder can be resumed.
     Every clip must have ``F = 1 + k·temporal_factor`` frames, a size divisible by the spatial
     factor, finite values and a caption that parses; a clip that breaks this raises naming its id
-    (and its file). With :attr:`ExistingCache.RESUME`, clips already in finished shards are skipped.
+    (and its file). With :attr:`ExistingCache.RESUME`, clips already in finished shards are skipped;
+    ``samples`` may be a function of those clips' ids that returns the clips to iterate, so that a
+    resumed build does not even decode them (e.g. ``lambda done: folder_samples(dir, skip=done)``).
     """
     if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 1:
         raise SkyReelsError(f"shard_size: expected a positive int, got {shard_size!r}")
@@ -476,6 +478,8 @@ def build_latent_cache(
             },
         )
 
+    if callable(samples):
+        samples = samples(frozenset(finished))
     remaining = None if total is None else max(0, total - len(finished))
     iterator = tqdm(samples, total=remaining, desc="caching latents", disable=not progress)
     seen_ids: set[str] = set()
