@@ -10,6 +10,7 @@ CLIP-style embedders) live in :mod:`skyreels_v4.data.hf_hooks`.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -31,6 +32,7 @@ __all__ = [
     "ShotDetector",
     "SidecarCaptioner",
     "SpectralAudioClassifier",
+    "TextImageMatcher",
     "ThumbnailEmbedder",
     "Transcriber",
     "VideoCaptioner",
@@ -61,6 +63,13 @@ class ClipEmbedder(Protocol):
     """One L2-normalised embedding ``[D]`` for RGB frames ``[F, H, W, 3]`` uint8 (VideoCLIP hook)."""
 
     def embed(self, frames: np.ndarray) -> np.ndarray: ...
+
+
+class TextImageMatcher(Protocol):
+    """Cosine similarities ``[T]`` between RGB frames ``[F, H, W, 3]`` uint8 and each of ``texts``
+    (CLIP-style; :class:`skyreels_v4.data.hf_hooks.CLIPEmbedder`)."""
+
+    def similarity(self, frames: np.ndarray, texts: Sequence[str]) -> np.ndarray: ...
 
 
 class ImageQualityScorer(Protocol):
