@@ -21,8 +21,16 @@ import numpy as np
 from skyreels_v4.data.manifest import Row
 from skyreels_v4.data.media import read_frames
 from skyreels_v4.data.stage import StageContext, StageKind, StageResult, drop_row, load_hook, register_stage
+from skyreels_v4.errors import NonFiniteError, SkyReelsError
 
-__all__ = ["DedupConfig", "FingerprintConfig", "FingerprintMethod", "hamming", "phash_hex"]
+__all__ = [
+    "DedupConfig",
+    "FingerprintConfig",
+    "FingerprintMethod",
+    "decode_embedding",
+    "hamming",
+    "phash_hex",
+]
 
 
 class FingerprintMethod(enum.Enum):
@@ -66,7 +74,27 @@ def fingerprint(row: Row, config: FingerprintConfig, context: StageContext) -> S
     if FingerprintMethod(config.method) is FingerprintMethod.PHASH:
         return StageResult(values={"phash": ",".join(phash_hex(f) for f in _pick(frames, config.positions))})
     vector = np.asarray(load_hook(config.embedder).embed(frames), dtype=np.float32).reshape(-1)
+    if vector.size == 0 or not np.isfinite(vector).all():
+        raise NonFiniteError(
+            f"stage 'fingerprint': embedder {config.embedder!r} gave a non-finite or empty embedding "
+            f"for clip {row['id']!r}"
+        )
     return StageResult(values={"embedding": base64.b64encode(vector.tobytes()).decode("ascii")})
+
+
+def decode_embedding(row: Row, stage: str) -> np.ndarray:
+    """The float32 vector stored base64 in ``row["embedding"]``; a bad or non-finite one raises."""
+    try:
+        vector = np.frombuffer(base64.b64decode(row["embedding"], validate=True), np.float32)
+    except (ValueError, TypeError) as error:
+        raise SkyReelsError(
+            f"stage {stage!r}: column 'embedding' of clip {row['id']!r}: expected base64 float32 ({error})"
+        ) from error
+    if vector.size == 0 or not np.isfinite(vector).all():
+        raise NonFiniteError(
+            f"stage {stage!r}: column 'embedding' of clip {row['id']!r} is empty or non-finite"
+        )
+    return vector
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -86,6 +114,12 @@ def _priority(row: Row) -> tuple:
 @register_stage("dedup", StageKind.TABLE, DedupConfig)
 def dedup(rows: list[Row], config: DedupConfig, context: StageContext) -> list[Row]:
     """Drop every clip that duplicates a kept clip of higher priority (see module docstring)."""
+    for row in rows:
+        if row.get("phash") is None and row.get("embedding") is None:
+            raise SkyReelsError(
+                f"stage 'dedup': clip {row['id']!r} has no column 'phash' or 'embedding'; "
+                "expected stage 'fingerprint' to run before it in the pipeline"
+            )
     ordered = sorted(rows, key=_priority)
     kept: list[Row] = []
     out = []
@@ -96,8 +130,12 @@ def dedup(rows: list[Row], config: DedupConfig, context: StageContext) -> list[R
                 if hamming(row["phash"], other["phash"]) <= config.max_hamming:
                     twin = other
             elif "embedding" in row and "embedding" in other:
-                a = np.frombuffer(base64.b64decode(row["embedding"]), np.float32)
-                b = np.frombuffer(base64.b64decode(other["embedding"]), np.float32)
+                a, b = decode_embedding(row, "dedup"), decode_embedding(other, "dedup")
+                if a.shape != b.shape:
+                    raise SkyReelsError(
+                        f"stage 'dedup': embeddings of {row['id']!r} and {other['id']!r} differ in size "
+                        f"({a.size} vs {b.size}); fingerprint every clip with the same embedder"
+                    )
                 if float(a @ b) >= config.min_cosine:
                     twin = other
             if twin is not None:

@@ -11,13 +11,25 @@ from typing import Any
 
 import numpy as np
 
-from skyreels_v4.data.dedup import hamming, phash_hex
+from skyreels_v4.data.dedup import decode_embedding, hamming, phash_hex
 from skyreels_v4.data.manifest import Row, new_row
-from skyreels_v4.data.stage import StageContext, StageKind, StageResult, drop_row, load_hook, register_stage
+from skyreels_v4.data.stage import (
+    Drop,
+    StageContext,
+    StageKind,
+    StageResult,
+    drop_row,
+    load_hook,
+    register_stage,
+    require_columns,
+)
 from skyreels_v4.data.video_stages import clip_id_for
-from skyreels_v4.errors import FileFormatError
+from skyreels_v4.errors import FileFormatError, NonFiniteError, SkyReelsError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
 
 __all__ = [
+    "IMAGE_EXTENSIONS",
     "ClusterBalanceConfig",
     "ImageDedupConfig",
     "ImageQualityConfig",
@@ -39,7 +51,7 @@ def read_image(path) -> np.ndarray:
 
 @dataclass(frozen=True, kw_only=True)
 class ImageScanConfig:
-    extensions: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".webp")
+    extensions: tuple[str, ...] = IMAGE_EXTENSIONS
 
 
 @register_stage("scan_images", StageKind.SOURCE, ImageScanConfig)
@@ -69,10 +81,20 @@ class ImageQualityConfig:
 
 @register_stage("image_quality", StageKind.MAP, ImageQualityConfig)
 def image_quality(row: Row, config: ImageQualityConfig, context: StageContext) -> StageResult:
-    """Measures size, aspect, pixel digest (exact duplicates), pHash, embedding and IQA."""
-    image = read_image(context.source_path(row["source"]))
+    """Measures size, aspect, pixel digest (exact duplicates), pHash, embedding and IQA.
+
+    An unreadable file is dropped (``unreadable: ...``) rather than stopping the run."""
+    try:
+        image = read_image(context.source_path(row["source"]))
+    except FileFormatError as error:
+        raise Drop(f"unreadable: {error.problem}") from error
     height, width = image.shape[:2]
     vector = np.asarray(load_hook(config.embedder).embed(image[None]), np.float32).reshape(-1)
+    if vector.size == 0 or not np.isfinite(vector).all():
+        raise NonFiniteError(
+            f"stage 'image_quality': embedder {config.embedder!r} gave a non-finite or empty embedding "
+            f"for clip {row['id']!r}"
+        )
     values: dict[str, Any] = {
         "width": width,
         "height": height,
@@ -101,6 +123,9 @@ class ImageDedupConfig:
 @register_stage("image_dedup", StageKind.TABLE, ImageDedupConfig)
 def image_dedup(rows: list[Row], config: ImageDedupConfig, context: StageContext) -> list[Row]:
     """Exact duplicates (same decoded pixels) first, then near duplicates by pHash distance."""
+    require_columns(
+        rows, ("width", "height", "pixel_sha256", "phash"), stage="image_dedup", producer="image_quality"
+    )
     ordered = sorted(rows, key=lambda r: (-r["width"] * r["height"], r["id"]))
     kept: list[Row] = []
     out = []
@@ -148,7 +173,12 @@ def cluster_balance(rows: list[Row], config: ClusterBalanceConfig, context: Stag
     """Pretraining balance: every cluster keeps at most as many images as the smallest non-empty one."""
     if not rows:
         return rows
-    points = np.stack([np.frombuffer(base64.b64decode(r["embedding"]), np.float32) for r in rows])
+    require_columns(rows, ("embedding",), stage="cluster_balance", producer="image_quality")
+    vectors = [decode_embedding(r, "cluster_balance") for r in rows]
+    sizes = sorted({v.size for v in vectors})
+    if len(sizes) > 1:
+        raise SkyReelsError(f"stage 'cluster_balance': expected one embedding size, got sizes {sizes}")
+    points = np.stack(vectors)
     labels = kmeans(points.astype(np.float64), config.num_clusters, seed=config.seed)
     quota = min(np.bincount(labels)[np.bincount(labels) > 0])
     out = []

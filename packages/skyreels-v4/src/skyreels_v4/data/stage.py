@@ -39,6 +39,7 @@ __all__ = [
     "drop_row",
     "load_hook",
     "register_stage",
+    "require_columns",
     "resolve_stage",
     "stage_names",
 ]
@@ -86,6 +87,19 @@ class Drop(Exception):
 def drop_row(row: dict[str, Any], stage: str, reason: str) -> dict[str, Any]:
     """``row`` marked dropped by ``stage`` (for TABLE stages, which return whole rows)."""
     return {**row, "kept": False, "drop_reason": reason, "dropped_by": stage}
+
+
+def require_columns(
+    rows: list[dict[str, Any]], columns: tuple[str, ...], *, stage: str, producer: str
+) -> None:
+    """Raise naming the clip and column when a TABLE stage's input lacks a measured column."""
+    for row in rows:
+        missing = [c for c in columns if row.get(c) is None]
+        if missing:
+            raise SkyReelsError(
+                f"stage {stage!r}: clip {row['id']!r} has no column {missing[0]!r}; "
+                f"expected stage {producer!r} to run before it in the pipeline"
+            )
 
 
 @dataclass(frozen=True)
@@ -168,7 +182,7 @@ def build_config(stage: Stage, params: Mapping[str, Any] | None) -> Any:
             params[key] = tuple(tuple(v) if isinstance(v, list) else v for v in value)
     try:
         return stage.config_type(**params)
-    except TypeError as error:
+    except (TypeError, ValueError) as error:
         raise SkyReelsError(f"stage {stage.name!r}: bad parameters {params}: {error}") from error
 
 
