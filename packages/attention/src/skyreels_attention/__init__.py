@@ -18,6 +18,14 @@ from .block_sparse import (
     block_sparse_attention,
     block_sparse_backend_status,
 )
+from .finite_checks import (
+    FiniteChecks,
+    NonFiniteInputError,
+    check_finite,
+    finite_checks,
+    get_finite_checks,
+    set_finite_checks,
+)
 from .masks import AttentionMask, BlockMask, DenseMask, KeyPaddingMask, MaskKind
 from .sequence_parallel import (
     UlyssesAttention,
@@ -41,8 +49,10 @@ __all__ = [
     "BlockMask",
     "BlockSparseBackendError",
     "DenseMask",
+    "FiniteChecks",
     "KeyPaddingMask",
     "MaskKind",
+    "NonFiniteInputError",
     "UlyssesAttention",
     "UlyssesAttentionOutput",
     "attention",
@@ -51,11 +61,15 @@ __all__ = [
     "backend_report",
     "block_sparse_attention",
     "block_sparse_backend_status",
+    "check_finite",
+    "finite_checks",
     "gather_sequence",
     "get_backend",
+    "get_finite_checks",
     "naive_attention",
     "print_backends",
     "select_backend",
+    "set_finite_checks",
     "set_value_checks",
     "shard_sequence",
     "ulysses_attention",

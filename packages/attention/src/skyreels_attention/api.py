@@ -14,6 +14,7 @@ from functools import cache
 from torch import Tensor, nn
 
 from .backends import BACKEND_CLASSES, AttentionBackend
+from .finite_checks import check_finite
 from .masks import AttentionMask, mask_kind
 
 __all__ = [
@@ -137,8 +138,13 @@ def attention(
 
     Returns:
         `[B, Lq, H, D]` in q's dtype. Query rows with no attendable key are zero.
+
+    Raises:
+        NonFiniteInputError: q, k or v holds NaN/inf (checked on CPU by default; see `finite_checks`).
     """
     _check_inputs(q, k, v, mask)
+    for name, tensor in (("q", q), ("k", k), ("v", v)):
+        check_finite(tensor, name)
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
     return select_backend(q, k, v, mask, backend).forward(q, k, v, mask, scale)
 

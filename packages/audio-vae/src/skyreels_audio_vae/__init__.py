@@ -28,6 +28,14 @@ from skyreels_audio_vae.discriminators import (
     PeriodDiscriminator,
     STFTDiscriminator,
 )
+from skyreels_audio_vae.finite_checks import (
+    FiniteChecks,
+    NonFiniteInputError,
+    check_finite,
+    finite_checks,
+    get_finite_checks,
+    set_finite_checks,
+)
 from skyreels_audio_vae.latent_statistics import LatentStatistics, estimate_latent_statistics
 from skyreels_audio_vae.mel import MelScale, MelSpectrogram, hz_to_mel, mel_filterbank, mel_to_hz
 from skyreels_audio_vae.model import (
@@ -81,6 +89,7 @@ __all__ = [
     "DiscriminatorConfig",
     "DiscriminatorOutput",
     "EncoderBlock",
+    "FiniteChecks",
     "LatentStatistics",
     "MelLossConfig",
     "MelScale",
@@ -88,6 +97,7 @@ __all__ = [
     "MultiResolutionSTFTLoss",
     "MultiResolutionSTFTLossConfig",
     "MultiScaleMelLoss",
+    "NonFiniteInputError",
     "OobleckNaming",
     "PeriodDiscriminator",
     "ResidualUnit",
@@ -103,6 +113,7 @@ __all__ = [
     "audio_latent_times",
     "audio_samples_for_frames",
     "audio_vae_preset",
+    "check_finite",
     "chunk_windows",
     "chunked_decode",
     "chunked_encode",
@@ -112,7 +123,9 @@ __all__ = [
     "encoder_receptive_radius",
     "estimate_latent_statistics",
     "feature_matching_loss",
+    "finite_checks",
     "generator_adversarial_loss",
+    "get_finite_checks",
     "hz_to_mel",
     "infer_oobleck_config",
     "load_audio_vae",
@@ -126,6 +139,7 @@ __all__ = [
     "oobleck_module_names",
     "pad_to_hop_multiple",
     "save_audio_vae",
+    "set_finite_checks",
     "snake_reference",
     "stft_magnitude",
 ]

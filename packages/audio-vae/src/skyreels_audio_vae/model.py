@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from skyreels_audio_vae.bottleneck import DiagonalGaussian, ScaleParameterization
 from skyreels_audio_vae.codec import WaveformDecoder, WaveformEncoder
+from skyreels_audio_vae.finite_checks import check_finite
 
 __all__ = ["AudioVAE", "AudioVAEConfig", "AudioVAEOutput", "AudioVAEPreset", "audio_vae_preset"]
 
@@ -182,6 +183,7 @@ class AudioVAE(nn.Module):
                 f"waveform: expected a positive multiple of hop_length={c.hop_length} samples, got "
                 f"{samples} (crop or pad first, e.g. skyreels_audio_vae.pad_to_hop_multiple)"
             )
+        check_finite(waveform, "waveform")
 
     def _check_latents(self, latents: Tensor, name: str = "latents") -> None:
         c = self.config
@@ -190,6 +192,7 @@ class AudioVAE(nn.Module):
             raise ValueError(f"{name}: expected [B, {c.latent_channels}, L], got {shape}")
         if latents.shape[-1] == 0:
             raise ValueError(f"{name}: expected at least one latent frame, got L=0")
+        check_finite(latents, name)
 
     # -- raw latent space ------------------------------------------------------------------------
 

@@ -18,6 +18,14 @@ from skyreels_flow_matching.conventions import (
     velocity_to_paper_velocity,
     x0_from_velocity,
 )
+from skyreels_flow_matching.finite_checks import (
+    FiniteChecks,
+    NonFiniteInputError,
+    check_finite,
+    finite_checks,
+    get_finite_checks,
+    set_finite_checks,
+)
 from skyreels_flow_matching.guidance import (
     GuidanceBatching,
     JointGuidanceConfig,
@@ -71,6 +79,7 @@ from skyreels_flow_matching.timestep_sampling import (
 __all__ = [
     "DEFAULT_NUM_TRAIN_TIMESTEPS",
     "SOLVER_ORDER",
+    "FiniteChecks",
     "GaussianFlowProblem",
     "GuidanceBatching",
     "JointFlowMatching",
@@ -82,6 +91,7 @@ __all__ = [
     "JointVelocityModel",
     "ModalityGuidanceConfig",
     "NoisedLatents",
+    "NonFiniteInputError",
     "ScheduleForm",
     "ShiftConfig",
     "ShiftRule",
@@ -94,9 +104,12 @@ __all__ = [
     "VelocityFn",
     "add_noise",
     "broadcast_sigma",
+    "check_finite",
     "classifier_free_guidance",
     "concat_conditions",
+    "finite_checks",
     "flow_sigmas",
+    "get_finite_checks",
     "joint_flow_matching_loss",
     "loss_mask_from_condition_mask",
     "masked_mse",
@@ -115,6 +128,7 @@ __all__ = [
     "sample_heun",
     "sample_training_sigmas",
     "sample_unipc",
+    "set_finite_checks",
     "shift_sigmas",
     "sigma_to_t",
     "sigma_to_timestep",

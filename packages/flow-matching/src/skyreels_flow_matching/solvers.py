@@ -25,6 +25,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
+from skyreels_flow_matching.finite_checks import check_finite
+
 __all__ = [
     "SOLVER_ORDER",
     "Solver",
@@ -320,6 +322,8 @@ def _check_state(x: State, name: str) -> None:
             f"every tensor of {name} must have the same leading batch size, got shapes "
             f"{[list(leaf.shape) for leaf in leaves]}"
         )
+    for index, leaf in enumerate(leaves):
+        check_finite(leaf, name if len(leaves) == 1 else f"{name}[{index}]")
 
 
 def _evaluate(model_fn: VelocityFn, x: State, sigma: float) -> State:
@@ -338,6 +342,10 @@ def _evaluate(model_fn: VelocityFn, x: State, sigma: float) -> State:
             "model_fn must return a velocity with the structure and shapes of the state "
             f"{_describe(x)}, got {_describe(u)}"
         )
+    # The loop state changes only by finite multiples of u: checking u each step keeps it finite.
+    for index, leaf in enumerate(u_leaves):
+        which = "" if len(u_leaves) == 1 else f"[{index}]"
+        check_finite(leaf, f"model_fn output{which} at sigma={sigma:.6g}")
     return u
 
 

@@ -25,6 +25,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from skyreels_attention import DenseMask, KeyPaddingMask
+from skyreels_attention.finite_checks import check_finite
 from skyreels_av_rope import RotaryEmbedding, in_context_video_positions, time_only_positions
 from skyreels_mmdit_blocks.block_context import BlockContext, Rotary
 from skyreels_mmdit_blocks.branch_config import MMDiTBranchConfig, Modality, TextEmbeddingKind
@@ -154,6 +155,17 @@ class MMDiTBranch(nn.Module):
         name = f"{c.modality.value}_latents"
         if not isinstance(latents, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor; got {type(latents).__name__}")
+        # Finite inputs (issue 14): on CPU by default, switchable (skyreels_attention.finite_checks).
+        for label, value in (
+            (name, latents),
+            ("timestep", timestep),
+            ("text_tokens", text_tokens),
+            ("pooled_text", pooled_text),
+            ("guidance", guidance),
+            ("reference_latents", reference_latents),
+            ("positions", positions),
+        ):
+            check_finite(value, f"{c.modality.value} branch: {label}")
         tokens, grid = self.patch_embed(latents, name=name)
         batch = latents.shape[0]
         check_batch_vector(timestep, batch, "timestep")
