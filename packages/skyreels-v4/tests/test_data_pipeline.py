@@ -77,8 +77,11 @@ def test_sync_offsets_follow_the_shift(video_run):
 def test_export_writes_cut_clips_and_captions(video_run):
     _, out, _, rows = video_run
     entries = read_captions(out / "export")
-    kept = sorted(r["id"] for r in rows.values() if r["kept"])
-    assert [e["id"] for e in entries] == kept
+    # the cache takes audio from the clip: kept clips without audio are left out (silent: skip)
+    kept = sorted(r["id"] for r in rows.values() if r["kept"] and r["has_audio"])
+    assert [e["id"] for e in entries] == kept and len(kept) == sum(abs(o) <= 3 for o in OFFSETS)
+    silent = [r for r in rows.values() if r["kept"] and not r["has_audio"]]
+    assert silent and all(r["export_skipped"] == "no_audio" for r in silent)
     for entry in entries:
         row = rows[entry["id"]]
         info = probe(out / "export" / entry["video"])

@@ -90,6 +90,14 @@ def caption(row: Row, config: CaptionConfig, context: StageContext) -> StageResu
     path = context.source_path(row["source"])
     video = load_hook(config.video_captioner).describe_video(path, row["start_s"], row["end_s"])
     audio = load_hook(config.audio_captioner).describe_audio(path, row["start_s"], row["end_s"])
+    for name, hook, described in (
+        ("video_captioner", config.video_captioner, video),
+        ("audio_captioner", config.audio_captioner, audio),
+    ):
+        if not isinstance(described, dict) or not all(isinstance(v, str) for v in described.values()):
+            raise TypeError(
+                f"{name} {hook!r}: expected a dict of strings for clip {row['id']!r}, got {described!r}"
+            )
     parts = {k: v for k, v in audio.items() if k in STRUCTURED_TAGS}
     if video.get("text"):
         parts["text"] = video["text"]

@@ -5,6 +5,12 @@ object per line: ``id``, ``video`` (mp4 path relative to the export folder), ``c
 ``mode: reference`` writes no media: ``video`` points at the source file (relative path) and
 ``start_s``/``end_s`` give the span; ``mode: cut`` re-encodes the span into ``clips/<id>.mp4``
 (frame-exact; span 0..duration in the captions file).
+
+The file is exactly what :func:`skyreels_v4.training.cache.folder_samples` reads (its ``folder`` is
+``<output>/export``): the cache takes each clip's audio from its mp4, so a clip without an audio
+stream cannot be cached. ``silent: skip`` (default) leaves such clips out of ``captions.jsonl``
+(the row stays kept and gets ``export_skipped: no_audio``); ``silent: silence`` (cut mode only)
+writes a silent track at ``silence_rate`` into the cut clip, for training on silent footage.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from skyreels_v4.data.media import cut_clip
 from skyreels_v4.data.stage import StageContext, StageKind, StageResult, register_stage
 from skyreels_v4.io import atomic_write_text
 
-__all__ = ["CAPTIONS_NAME", "ExportConfig", "ExportMode", "read_captions"]
+__all__ = ["CAPTIONS_NAME", "ExportConfig", "ExportMode", "SilentClips", "read_captions"]
 
 CAPTIONS_NAME = "captions.jsonl"
 
@@ -29,18 +35,50 @@ class ExportMode(enum.Enum):
     REFERENCE = "reference"
 
 
+class SilentClips(enum.Enum):
+    SKIP = "skip"
+    SILENCE = "silence"
+
+
 @dataclass(frozen=True, kw_only=True)
 class ExportConfig:
     mode: str = ExportMode.CUT.value
     folder: str = "export"
+    silent: str = SilentClips.SKIP.value
+    silence_rate: int = 16000
 
     def __post_init__(self) -> None:
-        ExportMode(self.mode)
+        for name, kind in (("mode", ExportMode), ("silent", SilentClips)):
+            try:
+                kind(getattr(self, name))
+            except ValueError as error:
+                raise ValueError(
+                    f"{name}: expected one of {[k.value for k in kind]}, got {getattr(self, name)!r}"
+                ) from error
+        if ExportMode(self.mode) is ExportMode.REFERENCE and SilentClips(self.silent) is SilentClips.SILENCE:
+            raise ValueError(
+                "silent: 'silence' writes audio into cut clips; with mode 'reference' use 'skip'"
+            )
+        if (
+            isinstance(self.silence_rate, bool)
+            or not isinstance(self.silence_rate, int)
+            or self.silence_rate < 1
+        ):
+            raise ValueError(f"silence_rate: expected a positive int (Hz), got {self.silence_rate!r}")
+        if not self.folder or self.folder.startswith(("/", "..")):
+            raise ValueError(f"folder: expected a relative folder inside --output, got {self.folder!r}")
+
+
+def _silent(row: Row) -> bool:
+    return row.get("has_audio") is False
 
 
 @register_stage("cut_clips", StageKind.MAP, ExportConfig)
 def cut_clips(row: Row, config: ExportConfig, context: StageContext) -> StageResult:
     """``mode: cut``: write ``<folder>/clips/<id>.mp4``; ``reference``: nothing to write."""
+    skip = _silent(row) and SilentClips(config.silent) is SilentClips.SKIP
+    if skip:
+        return StageResult(values={"export_skipped": "no_audio"})
     if ExportMode(config.mode) is ExportMode.REFERENCE:
         return StageResult()
     name = f"clips/{row['id'].replace('/', '__')}.mp4"
@@ -49,6 +87,7 @@ def cut_clips(row: Row, config: ExportConfig, context: StageContext) -> StageRes
         context.output_dir / config.folder / name,
         row["start_s"],
         row["end_s"],
+        silence_rate=config.silence_rate if _silent(row) else None,
     )
     return StageResult(values={"export_video": name})
 
@@ -59,7 +98,7 @@ def write_captions(rows: list[Row], config: ExportConfig, context: StageContext)
     folder = context.output_dir / config.folder
     lines = []
     for row in sorted(rows, key=lambda r: r["id"]):
-        if not row.get("caption"):
+        if not row.get("caption") or (_silent(row) and SilentClips(config.silent) is SilentClips.SKIP):
             continue
         if ExportMode(config.mode) is ExportMode.CUT:
             if "export_video" not in row:

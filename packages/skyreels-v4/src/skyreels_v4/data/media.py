@@ -135,9 +135,16 @@ def read_audio(
 
 
 def cut_clip(
-    source: str | os.PathLike[str], target: str | os.PathLike[str], start_s: float, end_s: float
+    source: str | os.PathLike[str],
+    target: str | os.PathLike[str],
+    start_s: float,
+    end_s: float,
+    *,
+    silence_rate: int | None = None,
 ) -> Path:
     """Re-encode ``[start_s, end_s)`` of ``source`` (video and its audio, if any) into ``target``.
+
+    ``silence_rate``: give a source without audio a silent track at that rate (None: no track).
 
     Re-encoding (rather than stream copy) makes the cut frame-exact: H.264 keyframes rarely fall
     on a shot boundary.
@@ -149,7 +156,11 @@ def cut_clip(
     if frames.shape[1] % 2 or frames.shape[2] % 2:
         frames = frames[:, : frames.shape[1] // 2 * 2, : frames.shape[2] // 2 * 2]
     audio = None
+    rate = info.sample_rate
     if info.has_audio:
         audio = np.clip(read_audio(source, start_s, end_s, sample_rate=info.sample_rate, channels=1), -1, 1)
-    write_mp4(target, frames, info.fps, audio, info.sample_rate if audio is not None else None)
+    elif silence_rate is not None:
+        rate = int(silence_rate)
+        audio = np.zeros((1, round(len(frames) / info.fps * rate)), np.float32)
+    write_mp4(target, frames, info.fps, audio, rate if audio is not None else None)
     return Path(target)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import enum
 import itertools
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +26,7 @@ import numpy as np
 from skyreels_v4.data.manifest import Row, new_row
 from skyreels_v4.data.media import probe, read_frames
 from skyreels_v4.data.stage import StageContext, StageKind, StageResult, load_hook, register_stage
-from skyreels_v4.errors import FileFormatError
+from skyreels_v4.errors import FileFormatError, NonFiniteError
 
 __all__ = [
     "MotionConfig",
@@ -97,11 +98,12 @@ class ShotsConfig:
 def shots(row: Row, config: ShotsConfig, context: StageContext) -> list[dict[str, Any]]:
     """Split a clip at its shot boundaries, then let the judge merge shots into complete clips."""
     path = context.source_path(row["source"])
-    cuts = sorted(
-        t
-        for t in load_hook(config.detector).cuts(path, row["start_s"], row["end_s"])
-        if row["start_s"] < t < row["end_s"]
-    )
+    found = [float(t) for t in load_hook(config.detector).cuts(path, row["start_s"], row["end_s"])]
+    if not all(math.isfinite(t) for t in found):
+        raise NonFiniteError(
+            f"stage 'shots': detector {config.detector!r} gave cut times {found} for {row['id']!r}"
+        )
+    cuts = sorted(t for t in found if row["start_s"] < t < row["end_s"])
     bounds = [row["start_s"], *cuts, row["end_s"]]
     judge = load_hook(config.judge)
     segments: list[list[float]] = []
