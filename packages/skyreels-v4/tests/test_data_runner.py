@@ -130,7 +130,34 @@ def _yaml(tmp_path):
     return path
 
 
-@pytest.mark.slow  # ~30 s here: Ray start-up plus one dataset per stage checkpoint on 2 shared cores
+def test_ray_small_pipeline_equals_inline(tmp_path, monkeypatch):
+    """Local Ray (num_cpus=1), ten rows of a weight-free stage: the same manifest as in-process."""
+    pytest.importorskip("ray")
+    (tmp_path / "mod").mkdir()
+    (tmp_path / "mod" / "counting_stage.py").write_text(COUNTING_STAGE)
+    (tmp_path / "in").mkdir()
+    monkeypatch.syspath_prepend(str(tmp_path / "mod"))
+    # Ray's workers inherit the environment at ray.init: they import the stage module from here
+    monkeypatch.setenv("PYTHONPATH", f"{tmp_path / 'mod'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    monkeypatch.delenv("KILL", raising=False)
+    pipeline = _pipeline(tmp_path)  # one Ray dataset per checkpoint: ten rows in one chunk
+    pipeline.write_text(pipeline.read_text().replace("checkpoint_every: 2", "checkpoint_every: 10"))
+    inline = run_pipeline(pipeline, input_dir=tmp_path / "in", output_dir=tmp_path / "inline", progress=False)
+    ray_rows = run_pipeline(
+        pipeline,
+        input_dir=tmp_path / "in",
+        output_dir=tmp_path / "ray",
+        engine="ray",
+        workers=1,
+        progress=False,
+    )
+    assert ray_rows == inline
+    assert [r["square"] for r in ray_rows] == [n * n for n in range(10)]
+    assert read_manifest(tmp_path / "ray" / "manifest.parquet") == inline
+    assert sorted((tmp_path / "ray" / "calls.txt").read_text().split()) == [f"c{n:02d}" for n in range(10)]
+
+
+@pytest.mark.slow  # ~48 s here: Ray start-up plus decoding on 2 shared cores (the fast test is above)
 def test_ray_gives_the_same_manifest_as_local(small_media, tmp_path):
     pytest.importorskip("ray")
     pipeline = _yaml(tmp_path)
