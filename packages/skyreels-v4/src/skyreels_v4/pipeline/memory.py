@@ -131,8 +131,9 @@ class BlockOffload:
 
 @contextlib.contextmanager
 def onloaded(module: nn.Module, device: torch.device, *, offload: bool) -> Iterator[nn.Module]:
-    """Run ``module`` on ``device`` and, when ``offload``, move it back to the CPU afterwards."""
-    if not offload:
+    """Run ``module`` on ``device`` and, when ``offload``, move it back to the CPU afterwards (an absent
+    component, None, is left alone)."""
+    if not offload or module is None:
         yield module
         return
     module.to(device)

@@ -30,6 +30,8 @@ class GenerationOutput:
     fps, sample_rate: rates of ``video`` and ``audio``.
     video_latents, audio_latents: the sampled latents ``[1, C, T, h, w]`` / ``[1, Ca, La]``.
     task: the task that made it.
+    base_video_latents: with ``refine_to`` (paper 4.5), the base model's low-resolution latents that the
+        refiner read (``video_latents`` are then the refined ones); None otherwise.
     """
 
     video: Tensor | None
@@ -39,6 +41,7 @@ class GenerationOutput:
     video_latents: Tensor
     audio_latents: Tensor
     task: str
+    base_video_latents: Tensor | None = None
 
     @property
     def duration_s(self) -> float:

@@ -7,7 +7,9 @@ generator (bit-reproducible on CPU), samples both modalities jointly with per-mo
 solver of skyreels-flow-matching, pastes the conditioned latents back exactly, and decodes.
 
 The folder layout follows diffusers: ``model_index.json`` names one subfolder per component
-(``transformer``, ``video_vae``, ``audio_vae``, ``text_encoder``, ``scheduler``).
+(``transformer``, ``video_vae``, ``audio_vae``, ``text_encoder``, ``scheduler``, optionally ``refiner``).
+A component recorded as ``[null, null]`` (e.g. by ``skyreels-v4 convert`` without ``--audio-vae``) loads
+as None; a task that needs it then raises an error naming it (``require``).
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ from skyreels_inpaint_conditioning import (
 )
 from skyreels_v4.errors import FileFormatError, NonFiniteError, PromptError, SkyReelsError
 from skyreels_v4.io import atomic_write_json, read_json
-from skyreels_v4.model import JointDenoiser, ModelCondition, SkyReelsV4Transformer
+from skyreels_v4.model import ModelCondition, SkyReelsV4Transformer
+from skyreels_v4.pipeline.denoise import denoiser_for_task
 from skyreels_v4.pipeline.long import LongClip, generate_long
 from skyreels_v4.pipeline.memory import (
     BlockOffload,
@@ -49,12 +52,20 @@ from skyreels_v4.pipeline.memory import (
 )
 from skyreels_v4.pipeline.output import GenerationOutput
 from skyreels_v4.pipeline.prompting import PromptPlan, plan_prompt
+from skyreels_v4.pipeline.refine import RefinerComponent, generate_refined
 from skyreels_v4.pipeline.request import GenerationRequest, Task
 from skyreels_v4.pipeline.sampling import NegativeReferences, SamplingConfig
 
 __all__ = ["GenerationDefaults", "PreparedGeneration", "SkyReelsV4Pipeline"]
 
 MODEL_INDEX = "model_index.json"
+# Components that a folder may lack ([null, null] in model_index.json) -> the package of their loaders.
+_OPTIONAL_COMPONENTS = {
+    "video_vae": "skyreels_v4.vae",
+    "audio_vae": "skyreels_v4.vae",
+    "text_encoder": "skyreels_v4.text",
+    "refiner": "skyreels_v4.pipeline",
+}
 StepCallback = Callable[[int, float, tuple[Tensor, Tensor]], None]
 
 
@@ -96,13 +107,16 @@ class SkyReelsV4Pipeline:
         self,
         *,
         transformer: SkyReelsV4Transformer,
-        video_vae: Any,
-        audio_vae: Any,
-        text_encoder: Any,
+        video_vae: Any | None,
+        audio_vae: Any | None,
+        text_encoder: Any | None,
         sampling: SamplingConfig | None = None,
         defaults: GenerationDefaults | None = None,
+        refiner: RefinerComponent | None = None,
     ) -> None:
+        """``refiner`` (optional) serves ``GenerationRequest.refine_to`` (paper 4.5)."""
         self.transformer = transformer
+        self.refiner = refiner
         self.video_vae = video_vae
         self.audio_vae = audio_vae
         self.text_encoder = text_encoder
@@ -118,21 +132,47 @@ class SkyReelsV4Pipeline:
     def _check_components(self) -> None:
         cfg = self.transformer.config
         c = self.transformer.video_latent_channels
-        if self.video_vae.latent_channels != c:
+        if self.video_vae is not None and self.video_vae.latent_channels != c:
             raise SkyReelsError(
                 f"video_vae: latent_channels {self.video_vae.latent_channels} does not match the "
                 f"transformer's video latents ({c}; it reads 2C + 1 = {cfg.video.in_channels} channels)"
             )
-        if self.audio_vae.latent_channels != self.transformer.audio_latent_channels:
+        if (
+            self.audio_vae is not None
+            and self.audio_vae.latent_channels != self.transformer.audio_latent_channels
+        ):
             raise SkyReelsError(
                 f"audio_vae: latent_channels {self.audio_vae.latent_channels} does not match the "
                 f"transformer's audio latents ({self.transformer.audio_latent_channels})"
             )
-        if getattr(self.text_encoder, "dim", cfg.video.text_dim) != cfg.video.text_dim:
+        if self.refiner is not None:
+            if not isinstance(self.refiner, RefinerComponent):
+                raise TypeError(f"refiner: expected a RefinerComponent, got {type(self.refiner).__name__}")
+            branch = self.refiner.refiner.config.branch
+            if branch.out_channels != c or branch.text_dim != cfg.video.text_dim:
+                raise SkyReelsError(
+                    f"refiner: reads C = {branch.out_channels} latent channels and {branch.text_dim}-wide "
+                    f"text, the transformer C = {c} and {cfg.video.text_dim}"
+                )
+        if (
+            self.text_encoder is not None
+            and getattr(self.text_encoder, "dim", cfg.video.text_dim) != cfg.video.text_dim
+        ):
             raise SkyReelsError(
                 f"text_encoder: width {self.text_encoder.dim} does not match the transformer's text_dim "
                 f"{cfg.video.text_dim}"
             )
+
+    def require(self, name: str, purpose: str) -> Any:
+        """The component ``name``, or a ``SkyReelsError`` naming it when the folder has none."""
+        component = getattr(self, name)
+        if component is None:
+            raise SkyReelsError(
+                f"{name}: this pipeline has no {name} (model_index.json lists it as [null, null]), but "
+                f"{purpose} needs one; add a {name}/ folder (skyreels-v4 convert --{name.replace('_', '-')}) "
+                f"or set pipe.{name}"
+            )
+        return component
 
     @property
     def device(self) -> torch.device:
@@ -167,7 +207,9 @@ class SkyReelsV4Pipeline:
         if self._block_offload is not None:
             self._block_offload.remove()
             self._block_offload = None
-        components = (self.text_encoder, self.video_vae, self.audio_vae)
+        components = [
+            m for m in (self.text_encoder, self.video_vae, self.audio_vae, self.refiner) if m is not None
+        ]
         if mode is OffloadMode.MODEL:
             for module in (*components, self.transformer):
                 module.to("cpu")
@@ -203,25 +245,30 @@ class SkyReelsV4Pipeline:
         complete folder)."""
         root = Path(folder)
         self.transformer.save_pretrained(root / "transformer", max_shard_size=max_shard_size)
-        self.video_vae.save_pretrained(root / "video_vae")
-        self.audio_vae.save_pretrained(root / "audio_vae")
-        self.text_encoder.save_pretrained(root / "text_encoder")
-        self.sampling.save_pretrained(root / "scheduler")
-        index = {
+        index: dict[str, Any] = {
             "_class_name": "SkyReelsV4Pipeline",
             "_format_version": 1,
             "transformer": ["skyreels_v4.model", type(self.transformer).__name__],
-            "video_vae": ["skyreels_v4.vae", type(self.video_vae).__name__],
-            "audio_vae": ["skyreels_v4.vae", type(self.audio_vae).__name__],
-            "text_encoder": ["skyreels_v4.text", type(self.text_encoder).__name__],
-            "scheduler": ["skyreels_v4.pipeline", "SamplingConfig"],
-            "defaults": {
-                "num_frames": self.defaults.num_frames,
-                "height": self.defaults.height,
-                "width": self.defaults.width,
-                "fps": self.defaults.fps,
-            },
         }
+        for name, package in _OPTIONAL_COMPONENTS.items():
+            component = getattr(self, name)
+            if component is None:
+                index[name] = [None, None]  # absent: loads as None
+                continue
+            component.save_pretrained(root / name)
+            index[name] = [package, type(component).__name__]
+        self.sampling.save_pretrained(root / "scheduler")
+        index.update(
+            {
+                "scheduler": ["skyreels_v4.pipeline", "SamplingConfig"],
+                "defaults": {
+                    "num_frames": self.defaults.num_frames,
+                    "height": self.defaults.height,
+                    "width": self.defaults.width,
+                    "fps": self.defaults.fps,
+                },
+            }
+        )
         atomic_write_json(root / MODEL_INDEX, index)
         return root
 
@@ -243,7 +290,17 @@ class SkyReelsV4Pipeline:
         index = read_json(root / MODEL_INDEX, what="model_index.json")
         if not isinstance(index, dict) or index.get("_class_name") != "SkyReelsV4Pipeline":
             raise FileFormatError(root / MODEL_INDEX, "expected a SkyReelsV4Pipeline model_index.json")
-        for name in ("transformer", "video_vae", "audio_vae", "text_encoder", "scheduler"):
+        present = {"transformer", "scheduler"}
+        for name in _OPTIONAL_COMPONENTS:
+            entry = index.get(name, [None, None] if name == "refiner" else "missing")
+            if entry == [None, None]:
+                continue
+            if not (isinstance(entry, list) and len(entry) == 2 and all(isinstance(e, str) for e in entry)):
+                raise FileFormatError(
+                    root / MODEL_INDEX, f"{name}: expected [package, class] or [null, null], got {entry!r}"
+                )
+            present.add(name)
+        for name in sorted(present):
             if not (root / name).is_dir():
                 raise FileFormatError(root / name, f"the component folder {name!r} is missing")
         try:
@@ -251,18 +308,15 @@ class SkyReelsV4Pipeline:
         except TypeError as error:
             raise FileFormatError(root / MODEL_INDEX, f"bad 'defaults': {error}") from error
         transformer = SkyReelsV4Transformer.from_pretrained(root / "transformer", dtype=dtype, device=device)
-        video_vae = load_video_codec(root / "video_vae", device=device)
-        audio_vae = load_audio_codec(root / "audio_vae", device=device)
-        text_encoder = load_text_encoder(root / "text_encoder", device=device)
+        loaders = {
+            "video_vae": lambda path: load_video_codec(path, device=device),
+            "audio_vae": lambda path: load_audio_codec(path, device=device),
+            "text_encoder": lambda path: load_text_encoder(path, device=device),
+            "refiner": lambda path: RefinerComponent.from_pretrained(path, dtype=dtype, device=device),
+        }
+        loaded = {name: loaders[name](root / name) if name in present else None for name in loaders}
         sampling = SamplingConfig.from_pretrained(root / "scheduler")
-        return cls(
-            transformer=transformer,
-            video_vae=video_vae,
-            audio_vae=audio_vae,
-            text_encoder=text_encoder,
-            sampling=sampling,
-            defaults=defaults,
-        )
+        return cls(transformer=transformer, sampling=sampling, defaults=defaults, **loaded)
 
     # -- prompts ------------------------------------------------------------------------------
     def encode_prompt(self, prompt: str, negative_prompt: str = "") -> tuple[Any, Any]:
@@ -270,8 +324,9 @@ class SkyReelsV4Pipeline:
         key = (prompt, negative_prompt)
         cached = self._prompt_cache.get(key)
         if cached is None:
-            with self._onloaded(self.text_encoder):
-                embeddings = self.text_encoder.encode([prompt, negative_prompt])
+            encoder = self.require("text_encoder", "encoding the prompt")
+            with self._onloaded(encoder):
+                embeddings = encoder.encode([prompt, negative_prompt])
             embeddings.check_finite("text_encoder output")
             cached = (embeddings.index(0).trim(), embeddings.index(1).trim())
             length = max(cached[0].length, cached[1].length)
@@ -288,7 +343,13 @@ class SkyReelsV4Pipeline:
         d = self.defaults
         fps = float(request.fps if request.fps is not None else d.fps)
         frames, height, width = request.num_frames, request.height, request.width
-        tf = self.video_vae.temporal_factor
+        tf = self.require("video_vae", f"task {request.task.value!r} (its latent grid)").temporal_factor
+        if self.audio_vae is None:
+            audio_needs = "" if not request.task.outputs_audio else f"task {request.task.value!r}"
+            if request.audio is not None or request.reference_audios:
+                audio_needs = "encoding the request's audio"
+            if audio_needs:
+                self.require("audio_vae", audio_needs)
         if duration_s is not None:
             frames = self._multishot_frames(request, frames, duration_s, fps)
         source = request.video
@@ -388,6 +449,11 @@ class SkyReelsV4Pipeline:
         """Validate sizes, encode prompt and media, draw the noise: everything sampling needs."""
         if not isinstance(request, GenerationRequest):
             raise TypeError(f"request: expected a GenerationRequest, got {type(request).__name__}")
+        if request.refine_to is not None:
+            raise SkyReelsError(
+                "refine_to: prepare() builds one pass; call pipe(request), which runs the base pass and the "
+                "refiner (skyreels_v4.pipeline.refine)"
+            )
         sampling = self.sampling if sampling is None else sampling
         plan = plan_prompt(
             request.prompt,
@@ -413,13 +479,19 @@ class SkyReelsV4Pipeline:
         c = self.transformer.video_latent_channels
         t = vae.num_latent_frames(frames)
         h, w = height // vae.spatial_factor, width // vae.spatial_factor
-        num_audio = codec.num_latents_for_frames(frames, fps)
-        num_samples = round(frames / fps * codec.sample_rate)
+        if codec is None:
+            # No audio VAE (a video-only task, checked by _resolve_size): the audio branch still runs on
+            # σ = 1 noise, one audio latent per video latent frame; nothing is decoded from it.
+            num_audio, num_samples = t, 0
+        else:
+            num_audio = codec.num_latents_for_frames(frames, fps)
+            num_samples = round(frames / fps * codec.sample_rate)
+        audio_channels = self.transformer.audio_latent_channels
 
         # Noise first, from one CPU generator: same seed -> same noise on every device.
         generator = torch.Generator().manual_seed(request.seed)
         video_noise = torch.randn(1, c, t, h, w, generator=generator).to(device)
-        audio_noise = torch.randn(1, codec.latent_channels, num_audio, generator=generator).to(device)
+        audio_noise = torch.randn(1, audio_channels, num_audio, generator=generator).to(device)
 
         positive, negative_text = self.encode_prompt(plan.text, request.negative_prompt)
         positive, negative_text = positive.to(device=device), negative_text.to(device=device)
@@ -458,7 +530,7 @@ class SkyReelsV4Pipeline:
                 audio_noise = audio_latents.clone()
             else:  # extension: the source clip's audio is the kept prefix
                 kept = min(audio_latents.shape[-1], num_audio - 1)
-                padded = torch.zeros(1, codec.latent_channels, num_audio, device=device)
+                padded = torch.zeros(1, audio_channels, num_audio, device=device)
                 padded[..., :kept] = audio_latents[..., :kept]
                 audio_latents = padded
                 audio_mask = torch.zeros(1, 1, num_audio, device=device)
@@ -472,7 +544,7 @@ class SkyReelsV4Pipeline:
         references = self._references(plan, request.audio_sample_rate, (t, h, w), device)
         guidance = None
         if self.transformer.config.video.guidance_embedding:
-            value = self.sampling.embedded_guidance
+            value = sampling.embedded_guidance  # the per-call sampling, not the folder's
             if value is None:
                 raise SkyReelsError("sampling.embedded_guidance: this model has a guidance embedding; set it")
             guidance = torch.full((1,), 1000.0 * value, device=device)
@@ -624,6 +696,8 @@ class SkyReelsV4Pipeline:
         sampling = self.sampling if sampling is None else sampling
         if not isinstance(sampling, SamplingConfig):
             raise TypeError(f"sampling: expected a SamplingConfig, got {type(sampling).__name__}")
+        if request.refine_to is not None:
+            return generate_refined(self, request, sampling=sampling, callback=callback, progress=progress)
         prepared = self.prepare(request, sampling=sampling)
         video, audio = self.sample(prepared, sampling=sampling, callback=callback, progress=progress)
         return self.decode(prepared, video, audio)
@@ -643,8 +717,9 @@ class SkyReelsV4Pipeline:
         if _structure(prepared.condition) != _structure(prepared.negative):
             # Dropped references: the branches hold different token counts, so they cannot share a batch.
             guidance = replace(guidance, batching=GuidanceBatching.SEQUENTIAL)
+        model, guidance = denoiser_for_task(self.transformer, prepared.request.task, guidance)
         denoiser = JointGuidedDenoiser(
-            JointDenoiser(self.transformer),
+            model,
             condition=prepared.condition,
             video_negative_condition=prepared.negative,
             audio_negative_condition=prepared.negative,
@@ -704,7 +779,7 @@ class SkyReelsV4Pipeline:
             video=frames,
             audio=wave,
             fps=prepared.fps,
-            sample_rate=self.audio_vae.sample_rate,
+            sample_rate=self.audio_vae.sample_rate if self.audio_vae is not None else 0,
             video_latents=video.cpu(),
             audio_latents=audio.cpu(),
             task=task.value,

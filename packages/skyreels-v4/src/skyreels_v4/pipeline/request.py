@@ -87,6 +87,10 @@ class GenerationRequest:
         reference_videos: ``[3, F, H, W]`` clips for ``@video_N``.
         reference_audios: ``[channels, samples]`` waveforms for ``@audio_N`` (at ``audio_sample_rate``).
         seed: the noise seed (CPU generator: bit-reproducible on CPU).
+        refine_to: ``(H, W)`` output size of the efficient path of paper 4.5: the base model generates at
+            ``height x width``, the pipeline's refiner upsamples (and, with its ``frame_factor``,
+            interpolates frames) to ``H x W``; pixel inputs are then given at ``H x W``
+            (``skyreels_v4.pipeline.refine``). None = no refinement.
     """
 
     prompt: str
@@ -106,6 +110,7 @@ class GenerationRequest:
     reference_videos: tuple[Tensor, ...] = field(default=())
     reference_audios: tuple[Tensor, ...] = field(default=())
     seed: int = 0
+    refine_to: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         try:
@@ -120,6 +125,8 @@ class GenerationRequest:
             if isinstance(value, Tensor) or not isinstance(value, (tuple, list)):
                 raise TypeError(f"{name}: expected a tuple of tensors, got {type(value).__name__}")
             object.__setattr__(self, name, tuple(value))
+        if isinstance(self.refine_to, list):
+            object.__setattr__(self, "refine_to", tuple(self.refine_to))
         self.validate()
 
     def validate(self) -> None:
@@ -139,6 +146,14 @@ class GenerationRequest:
             or not 0 < self.fps <= 240
         ):
             raise SkyReelsError(f"fps: expected a number in (0, 240] or None, got {self.fps!r}")
+        if self.refine_to is not None and (
+            not isinstance(self.refine_to, tuple)
+            or len(self.refine_to) != 2
+            or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in self.refine_to)
+        ):
+            raise SkyReelsError(
+                f"refine_to: expected (height, width), two positive ints, got {self.refine_to!r}"
+            )
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
             raise SkyReelsError(f"seed: expected an int in [0, 2**63), got {self.seed!r}")
         needs, allows = _NEEDS[self.task], _ALLOWS[self.task]
