@@ -174,3 +174,21 @@ def test_stages_refuse_bad_hook_output(raw_folder, monkeypatch):
     config = build_config(caption, {"video_captioner": "tests_bad_hooks:BadHooks"})
     with pytest.raises(TypeError, match=r"video_captioner 'tests_bad_hooks:BadHooks'.*'world0'"):
         caption.fn(row, config, context)
+
+
+def test_a_nan_measured_value_stops_the_run_naming_stage_clip_and_value(raw_folder, tmp_path):
+    from skyreels_v4.data import read_manifest
+    from skyreels_v4.errors import NonFiniteError
+
+    pipeline = tmp_path / "nan.yaml"
+    pipeline.write_text(
+        "stages:\n  - stage: scan_videos\n  - stage: overlays\n    params:\n"
+        "      watermark: {target: 'skyreels_v4.data.hooks:FlatScore', kwargs: {value: .nan}}\n"
+    )
+    with pytest.raises(
+        NonFiniteError, match=r"stage 'overlays': value 'watermark_score' of clip 'silent' is nan"
+    ):
+        run_pipeline(pipeline, input_dir=raw_folder, output_dir=tmp_path / "out", progress=False)
+    rows = read_manifest(tmp_path / "out" / "manifest.parquet")  # the last good checkpoint, no NaN in it
+    assert sorted(r["id"] for r in rows) == ["silent", "world0", "world1"]
+    assert all("watermark_score" not in r for r in rows)
