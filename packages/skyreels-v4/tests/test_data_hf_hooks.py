@@ -104,7 +104,7 @@ def test_clip_embeddings_match_the_model(tiny_clip):
     np.testing.assert_allclose(hook.similarity(frames, ["cat", "red car"]), text @ mean, atol=1e-5)
 
 
-def test_clip_category_matching_and_dedup_through_the_stages(tiny_clip, tmp_path):
+def test_clip_category_matching_and_stored_embeddings_through_the_stages(tiny_clip, tmp_path):
     from PIL import Image
 
     from skyreels_v4.data.manifest import new_row
