@@ -15,7 +15,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from skyreels_mmdit_blocks import CheckpointFormat, MMDiTBranch, export_hunyuan_state_dict
-from skyreels_v4.errors import ConfigMismatchError, FileFormatError
+from skyreels_v4.errors import ConfigMismatchError, FileFormatError, SkyReelsError
 from skyreels_v4.model import SkyReelsV4Transformer
 from skyreels_v4.model.convert import convert_hunyuan, main, transformer_from_hunyuan
 from skyreels_v4.pipeline import SkyReelsV4Pipeline
@@ -229,6 +229,11 @@ def test_cli_converts(parts, tmp_path, capsys):
     assert index["audio_vae"] == [None, None] and index["text_encoder"] == [None, None]
     model = SkyReelsV4Transformer.from_pretrained(tmp_path / "out" / "transformer")
     assert model.config.audio.num_dual_blocks == 1 and model.audio_latent_channels == 64
+    # The absent components load as None; a task names the one it needs.
+    pipe = SkyReelsV4Pipeline.from_pretrained(tmp_path / "out")
+    assert pipe.audio_vae is None and pipe.text_encoder is None and pipe.video_vae is not None
+    with pytest.raises(SkyReelsError, match=r"text_encoder: this pipeline has no text_encoder"):
+        pipe("a red ball", task="t2v", height=16, width=16, num_frames=1, progress=False)
 
 
 @pytest.mark.parametrize(

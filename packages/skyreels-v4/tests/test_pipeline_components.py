@@ -121,3 +121,38 @@ def test_the_per_call_embedded_guidance_reaches_the_model(tiny_pipe, monkeypatch
         SkyReelsError, match=r"sampling\.embedded_guidance: this model has a guidance embedding"
     ):
         pipe(request, sampling=replace(pipe.sampling, embedded_guidance=None), progress=False)
+
+
+def test_t2v_holds_the_audio_and_skips_the_audio_branch_only_when_the_video_cannot_read_it(
+    tiny_pipeline_factory, monkeypatch
+):
+    from skyreels_v4.pipeline import denoise
+
+    pipe = tiny_pipeline_factory()
+    request = GenerationRequest(prompt=PROMPT, task="t2v", seed=4)
+    prepared = pipe.prepare(request)
+    assert denoise.video_reads_audio(pipe.transformer)  # the tiny model's exchanges are random
+    video, audio = pipe.sample(prepared, progress=False)
+    assert torch.equal(audio, prepared.audio_noise)  # t2v: audio held at σ = 1 noise, as in training
+    calls = []
+    monkeypatch.setattr(
+        type(pipe.transformer.video), "forward", lambda *a, **k: calls.append(1) or 1 / 0
+    )  # the video branch alone must not run while the video reads audio
+    assert torch.equal(pipe.sample(prepared, progress=False)[0], video) and not calls
+    monkeypatch.undo()
+
+    with torch.no_grad():  # a video branch that reads nothing from the audio (as after conversion)
+        for exchange in pipe.transformer.exchanges:
+            exchange.video_from_audio.out.weight.zero_()
+            exchange.video_from_audio.out.bias.zero_()
+    assert not denoise.video_reads_audio(pipe.transformer)
+    joint_forward = type(pipe.transformer).forward
+    joint_calls = []
+    monkeypatch.setattr(
+        type(pipe.transformer), "forward", lambda *a, **k: joint_calls.append(1) or joint_forward(*a, **k)
+    )
+    fast, _ = pipe.sample(prepared, progress=False)
+    assert not joint_calls  # the joint forward (audio branch + exchanges) did not run
+    monkeypatch.setattr(denoise, "video_reads_audio", lambda transformer: True)
+    joint, _ = pipe.sample(prepared, progress=False)
+    assert joint_calls and torch.equal(fast, joint)  # bit-identical video

@@ -243,7 +243,8 @@ def convert_hunyuan(
     ``scheduler/`` (a ``SamplingConfig``; default: HunyuanVideo's embedded guidance 6, shift 7) and a
     copy of each named component folder (``video_vae/``, ``audio_vae/``, ``text_encoder/``, each in
     the format of ``skyreels_v4.vae`` / ``skyreels_v4.text``). Components not named are recorded as
-    ``[null, null]`` in ``model_index.json`` (add them before ``SkyReelsV4Pipeline.from_pretrained``).
+    ``[null, null]`` in ``model_index.json``: ``SkyReelsV4Pipeline.from_pretrained`` loads them as None
+    and a task that needs one names it (e.g. t2v runs without an audio VAE; t2av does not).
 
     Each component is loaded once to check it fits: the video VAE's latent channels must be the
     checkpoint's ``C``, the text encoder's widths the checkpoint's text and pooled widths; the audio
