@@ -216,9 +216,7 @@ def read_caption_listing(folder: str | os.PathLike[str]) -> list[CaptionRow]:
             )
         paths = {}
         for key, name in (("video", row["video"]), ("audio", audio or row["video"])):
-            path = (root / name).resolve()
-            if not path.is_relative_to(root.resolve()):
-                raise FileFormatError(listing, f"line {number}: {key} {name!r} points outside {root}")
+            path = root / name  # may point outside the folder (the export's reference mode)
             if not path.is_file():
                 raise FileFormatError(
                     listing, f"line {number}: caption for a missing file, {key} {root / name} does not exist"
