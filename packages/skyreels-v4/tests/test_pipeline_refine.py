@@ -187,3 +187,21 @@ def test_prepare_refuses_refine_to_and_source_tasks_need_frame_factor_1(refined_
         )
     with pytest.raises(ValueError, match="frame_factor: expected an int in"):
         RefineConfig(frame_factor=0)
+
+
+def test_cli_refine_writes_the_refined_size_and_names_bad_values(refined_pipe, tmp_path, mp4_probe, capsys):
+    from skyreels_v4.pipeline.cli import main
+
+    folder = str(refined_pipe.save_pretrained(tmp_path / "model"))
+    out = tmp_path / "clip.mp4"
+    code = main(["--model", folder, "--prompt", PROMPT, "--refine", "64x64", "--out", str(out), "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    info = mp4_probe(out)
+    assert tuple(info["size"]) == HI and info["frames"] == 9 and info["has_audio"]
+    for value, message in (
+        ("64", "--refine: expected HEIGHTxWIDTH"),
+        ("60x64", "--refine: expected multiples"),
+    ):
+        bad = tmp_path / f"bad{value}.mp4"
+        assert main(["--model", folder, "--prompt", PROMPT, "--refine", value, "--out", str(bad)]) == 2
+        assert message in capsys.readouterr().err and not bad.exists()

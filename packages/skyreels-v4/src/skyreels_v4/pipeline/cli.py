@@ -37,6 +37,10 @@ references (any task): @image_N / @video_N / @audio_N in the prompt, files in or
       --reference-audio voice.wav --out song.mp4
 multi-shot: "[shot 1: 2s] ... [shot 2: 3s] ..." lines in the prompt set the length (or must match --frames)
 long clips: --total-frames N --window-frames W --overlap-frames O (chained extension)
+efficient path (paper 4.5, needs a refiner/ in the model folder): the base model generates at
+  --height x --width, the refiner upsamples (and interpolates frames) to --refine HxW; pixel inputs
+  are then given at HxW
+  %(prog)s --model M --prompt "..." --height 32 --width 32 --refine 64x64 --out sharp.mp4
 """
 
 # Request / sampling field -> the flag that sets it (messages name the field first).
@@ -71,6 +75,8 @@ FLAGS = {
     "window_frames": "--window-frames",
     "overlap_frames": "--overlap-frames",
     "max_resident": "--offload",
+    "refine_to": "--refine",
+    "refiner": "--refine",
 }
 
 
@@ -114,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     size.add_argument("--height", type=int)
     size.add_argument("--width", type=int)
     size.add_argument("--fps", type=float)
+    size.add_argument("--refine", metavar="HxW", help="refine to this output size (the folder's refiner)")
     size.add_argument("--total-frames", type=int, help="long clip: total frames (chained extension)")
     size.add_argument("--window-frames", type=int, help="long clip: frames per window")
     size.add_argument("--overlap-frames", type=int, help="long clip: context frames carried over")
@@ -189,6 +196,12 @@ def _request(args: argparse.Namespace) -> Any:
     references["reference_audios"] = tuple(
         wave if wave_rate == rate else resample_waveform(wave, wave_rate, rate) for wave, wave_rate in waves
     )
+    refine_to = None
+    if args.refine is not None:
+        parts = args.refine.lower().split("x")
+        if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+            raise UsageError(f"--refine: expected HEIGHTxWIDTH such as 128x128, got {args.refine!r}")
+        refine_to = (int(parts[0]), int(parts[1]))
     fps = args.fps
     if video_read is not None and fps is None:
         fps = video_read[1]  # the source's own rate
@@ -207,6 +220,7 @@ def _request(args: argparse.Namespace) -> Any:
         audio_sample_rate=rate,
         edit_mask=None if mask_image is None else mask_image.mean(0) >= 0,
         seed=args.seed,
+        refine_to=refine_to,
         **references,
     )
 

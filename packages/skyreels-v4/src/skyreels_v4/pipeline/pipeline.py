@@ -665,6 +665,8 @@ class SkyReelsV4Pipeline:
         **call: Any,
     ) -> LongClip:
         """Chained extension past the trained length (``skyreels_v4.pipeline.long``)."""
+        if isinstance(request, GenerationRequest) and request.refine_to is not None:
+            raise SkyReelsError("refine_to: long clips (generate_long) are not refined yet; drop refine_to")
         return generate_long(
             self,
             request,
