@@ -11,10 +11,10 @@ import torch
 
 pytest.importorskip("peft")
 
-from skyreels_v4.errors import ConfigMismatchError, FileFormatError, SkyReelsError  # noqa: E402
-from skyreels_v4.model import JointDenoiser, ModelCondition, SkyReelsV4Transformer  # noqa: E402
-from skyreels_v4.training import build_transformer_config  # noqa: E402
-from skyreels_v4.training.lora import (  # noqa: E402
+from skyreels_v4.errors import ConfigMismatchError, FileFormatError, SkyReelsError
+from skyreels_v4.model import JointDenoiser, ModelCondition, SkyReelsV4Transformer
+from skyreels_v4.training import build_transformer_config
+from skyreels_v4.training.lora import (
     ADAPTER_CONFIG,
     ADAPTER_WEIGHTS,
     LoRAConfig,
@@ -201,9 +201,11 @@ def test_module_trains_adapters_only_and_exports_either_form(base, tmp_path):
     ],
 )
 def test_bad_lora_settings_are_named(base, changes, match):
+    def build():
+        apply_lora(copy.deepcopy(base), LoRAConfig(**{"target_modules": AUDIO_TARGETS, **changes}))
+
     with pytest.raises(SkyReelsError, match=match):
-        config = LoRAConfig(**{"target_modules": AUDIO_TARGETS, **changes})
-        apply_lora(copy.deepcopy(base), config)
+        build()
 
 
 def test_module_needs_a_model_folder_and_known_keys(tmp_path):
