@@ -62,3 +62,13 @@ def test_switch_validates_its_argument():
     with pytest.raises(TypeError, match="mode: expected a FiniteChecks"):
         set_finite_checks(False)  # type: ignore[arg-type]
     assert FiniteChecks("off") is FiniteChecks.OFF
+
+
+def test_a_sum_that_overflows_is_not_mistaken_for_inf():
+    # The fast path sums the tensor; a finite fp16 tensor whose sum overflows takes the exact test.
+    large = torch.full((8,), 60000.0, dtype=torch.float16)
+    assert torch.isinf(large.sum())
+    check_finite(large, "large")
+    large[3] = float("nan")
+    with pytest.raises(NonFiniteInputError, match="large: expected finite values, got 1 NaN and 0 inf"):
+        check_finite(large, "large")
