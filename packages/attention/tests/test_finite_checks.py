@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 
@@ -48,14 +50,32 @@ def test_finite_inputs_give_the_reference_result_and_off_lets_nan_through():
         attention(q, k, v)
 
 
-def test_cpu_mode_does_not_read_accelerator_tensors():
-    # A meta tensor stands in for a GPU tensor: reading its values would raise, so passing shows it
-    # was not read (no host synchronisation on accelerators by default).
+def test_cpu_mode_does_not_read_accelerator_tensors(monkeypatch):
+    # A meta tensor stands in for a GPU tensor once the symbolic-tensor exemption is patched out:
+    # reading its values would raise, so passing shows it was not read (no host synchronisation on
+    # accelerators by default).
+    # (the package re-exports the function finite_checks under the module's name: go by sys.modules)
+    module = sys.modules["skyreels_attention.finite_checks"]
+    monkeypatch.setattr(module, "_is_symbolic", lambda tensor: False)
     check_finite(torch.empty(4, device="meta"), "x")
     with finite_checks(FiniteChecks.ALWAYS), pytest.raises(Exception):  # noqa: B017
         check_finite(torch.empty(4, device="meta"), "x")
     check_finite(torch.tensor([1, 2]), "integers")  # integer tensors cannot hold NaN
     check_finite(None, "absent")
+
+
+def test_meta_and_fake_tensors_pass_in_every_mode():
+    # Shape planning and FLOP counting run the model on meta / fake tensors, which hold no values.
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with finite_checks(FiniteChecks.ALWAYS):
+        check_finite(torch.empty(4, device="meta"), "meta")
+        with FakeTensorMode() as mode:
+            fake = mode.from_tensor(torch.full((4,), float("nan")))
+            check_finite(fake, "fake")
+            check_finite(torch.ones(3) * 2.0, "made under fake mode")
+        with pytest.raises(NonFiniteInputError, match="real"):
+            check_finite(torch.full((4,), float("nan")), "real")
 
 
 def test_switch_validates_its_argument():

@@ -12,7 +12,8 @@ cost that differs by device:
 * :attr:`FiniteChecks.OFF`: no checks.
 
 The switch is process-wide (``set_finite_checks``) or for a block (``with finite_checks(...)``).
-Checks never run while ``torch.compile`` traces (they would break the graph).
+Checks never run while ``torch.compile`` traces (they would break the graph) nor on meta or fake
+tensors (FLOP counting, shape planning), which hold no values.
 
 Checked here: ``attention()``'s q, k, v; skyreels-mmdit-blocks uses this switch for the branch and
 joint transformer inputs (latents, timesteps, text, pooled text, guidance, references, positions).
@@ -76,6 +77,16 @@ def finite_checks(mode: FiniteChecks) -> Iterator[None]:
         set_finite_checks(previous)
 
 
+def _is_symbolic(tensor: Tensor) -> bool:
+    """True for tensors without values to read: meta tensors and fake tensors (shape propagation,
+    FLOP counting, tracing)."""
+    if tensor.device.type == "meta":
+        return True
+    from torch._subclasses.fake_tensor import is_fake
+
+    return bool(is_fake(tensor))
+
+
 def check_finite(tensor: Tensor | None, name: str) -> None:
     """Raise :class:`NonFiniteInputError` naming ``name`` if ``tensor`` (floating) holds NaN or inf,
     under the current mode. None and non-floating tensors pass."""
@@ -85,7 +96,7 @@ def check_finite(tensor: Tensor | None, name: str) -> None:
         return
     if _mode is FiniteChecks.CPU and tensor.device.type != "cpu":
         return
-    if torch.compiler.is_compiling():
+    if torch.compiler.is_compiling() or _is_symbolic(tensor):
         return
     values = tensor.detach()
     # One reduction: a finite sum proves every element finite (NaN and inf propagate into it); only a
