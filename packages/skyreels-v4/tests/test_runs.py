@@ -164,7 +164,18 @@ def test_nonfinite_batch_is_skipped_when_configured(tmp_path):
 
 
 def test_finite_checks_switch():
+    import skyreels_attention as lower
+
     assert finite_checks_enabled()
+    assert lower.get_finite_checks() is lower.FiniteChecks.CPU
     with finite_checks(False):
         assert not finite_checks_enabled()
+        # one switch for the whole stack: the lower packages' entry-point checks are off too
+        assert lower.get_finite_checks() is lower.FiniteChecks.OFF
+        lower.check_finite(torch.tensor([float("nan")]), "x")  # passes: switched off
     assert finite_checks_enabled()
+    assert lower.get_finite_checks() is lower.FiniteChecks.CPU
+    with lower.finite_checks(lower.FiniteChecks.ALWAYS):
+        with finite_checks(False):
+            assert lower.get_finite_checks() is lower.FiniteChecks.OFF
+        assert lower.get_finite_checks() is lower.FiniteChecks.ALWAYS  # restored exactly

@@ -3,7 +3,8 @@
 One process-wide switch, the same pattern as ``skyreels_attention.value_checks``: checks that read
 tensor *values* run by default, are skipped while ``torch.compile`` traces, and can be switched off
 for a process (``SKYREELS_FINITE_CHECKS=0`` or ``set_finite_checks(False)``) or for a block
-(``with finite_checks(False): ...``). ``check_finite`` costs one host synchronisation on a GPU, so a
+(``with finite_checks(False): ...``); switching off here also switches off the lower packages'
+entry-point checks (``skyreels_attention.FiniteChecks``). ``check_finite`` costs one host synchronisation on a GPU, so a
 hot path that calls it costs nothing when the switch is off.
 
 What uses it: loaded media (``skyreels_v4.audio_vae.load_audio``) and weights
@@ -22,6 +23,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import lightning as L
+import skyreels_attention as lower
 import torch
 from torch import Tensor
 
@@ -48,22 +50,37 @@ def finite_checks_enabled() -> bool:
 
 
 def set_finite_checks(enabled: bool) -> None:
-    """Switch finiteness checks on or off for the whole process."""
+    """Switch finiteness checks on or off for the whole process, including the lower packages'
+    entry-point checks (``skyreels_attention.set_finite_checks``): off sets them to ``OFF``, on sets
+    them back to the default ``CPU`` if they were off (an explicit ``ALWAYS`` is kept)."""
     global _enabled
     if not isinstance(enabled, bool):
         raise TypeError(f"enabled: expected a bool, got {type(enabled).__name__}")
     _enabled = enabled
+    _sync_lower_packages(enabled)
+
+
+def _sync_lower_packages(enabled: bool) -> None:
+    if not enabled:
+        lower.set_finite_checks(lower.FiniteChecks.OFF)
+    elif lower.get_finite_checks() is lower.FiniteChecks.OFF:
+        lower.set_finite_checks(lower.FiniteChecks.CPU)
+
+
+if not _enabled:
+    _sync_lower_packages(False)
 
 
 @contextlib.contextmanager
 def finite_checks(enabled: bool) -> Iterator[None]:
     """Finiteness checks on or off inside the block, restored afterwards (process-wide)."""
-    previous = _enabled
+    previous, previous_lower = _enabled, lower.get_finite_checks()
     set_finite_checks(enabled)
     try:
         yield
     finally:
         set_finite_checks(previous)
+        lower.set_finite_checks(previous_lower)
 
 
 def _describe(tensor: Tensor) -> str:

@@ -4,6 +4,7 @@ sampling config and the output (frames, waveform, .mp4 / .wav). docs/pipeline.md
 
 from skyreels_v4.pipeline.output import GenerationOutput, frames_to_uint8
 from skyreels_v4.pipeline.pipeline import GenerationDefaults, PreparedGeneration, SkyReelsV4Pipeline
+from skyreels_v4.pipeline.refine import RefineConfig, RefinerComponent
 from skyreels_v4.pipeline.request import GenerationRequest, Task
 from skyreels_v4.pipeline.sampling import SamplingConfig
 
@@ -12,6 +13,8 @@ __all__ = [
     "GenerationOutput",
     "GenerationRequest",
     "PreparedGeneration",
+    "RefineConfig",
+    "RefinerComponent",
     "SamplingConfig",
     "SkyReelsV4Pipeline",
     "Task",

@@ -3,12 +3,17 @@ joint flow-matching Lightning module. docs/training.md."""
 
 from skyreels_v4.training.cache import (
     CACHE_INDEX,
+    CACHE_PROGRESS,
     BucketBatchSampler,
     CacheSample,
+    CaptionRow,
+    ExistingCache,
     LatentCache,
     build_latent_cache,
     collate_cache_items,
     folder_samples,
+    prompt_text,
+    read_caption_listing,
     world_samples,
 )
 from skyreels_v4.training.data import LatentCacheDataModule
@@ -17,8 +22,11 @@ from skyreels_v4.training.tasks import JointTask, parse_task_mixture, sample_tas
 
 __all__ = [
     "CACHE_INDEX",
+    "CACHE_PROGRESS",
     "BucketBatchSampler",
     "CacheSample",
+    "CaptionRow",
+    "ExistingCache",
     "JointTask",
     "JointTrainingModule",
     "LatentCache",
@@ -28,6 +36,8 @@ __all__ = [
     "collate_cache_items",
     "folder_samples",
     "parse_task_mixture",
+    "prompt_text",
+    "read_caption_listing",
     "sample_task",
     "world_samples",
 ]
