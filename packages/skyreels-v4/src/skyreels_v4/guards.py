@@ -4,8 +4,8 @@ One process-wide switch, the same pattern as ``skyreels_attention.value_checks``
 tensor *values* run by default, are skipped while ``torch.compile`` traces, and can be switched off
 for a process (``SKYREELS_FINITE_CHECKS=0`` or ``set_finite_checks(False)``) or for a block
 (``with finite_checks(False): ...``); switching off here also switches off the lower packages'
-entry-point checks (``skyreels_attention.FiniteChecks``). ``check_finite`` costs one host synchronisation on a GPU, so a
-hot path that calls it costs nothing when the switch is off.
+entry-point checks (``skyreels_attention.FiniteChecks``). ``check_finite`` costs one host
+synchronisation on a GPU, so a hot path that calls it costs nothing when the switch is off.
 
 What uses it: loaded media (``skyreels_v4.audio_vae.load_audio``) and weights
 (``check_finite_state``, ``read_safetensors(check_finite=True)``) name the file; the
@@ -23,10 +23,10 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import lightning as L
-import skyreels_attention as lower
 import torch
 from torch import Tensor
 
+import skyreels_attention as lower
 from skyreels_v4.errors import NonFiniteError
 
 __all__ = [
