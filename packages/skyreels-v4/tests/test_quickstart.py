@@ -74,3 +74,32 @@ def test_quickstart_rejects_bad_settings_before_any_work(tmp_path, capsys, flag,
     assert quickstart.main(["--out", str(out), flag, value]) == 2
     assert needle in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_ablation_switches_reach_the_model_and_the_report(tmp_path):
+    out = tmp_path / "ablation"
+    switches = ["--no-av-cross-attention", "--audio-alignment", "temporal_channels_only"]
+    switches += ["--exchange-order", "parallel"]
+    assert quickstart.main(["--out", str(out), *ARGS, "--num-eval-clips", "2", *switches]) == 0
+    config = json.loads((out / "model" / "transformer" / "config.json").read_text())["transformer"]
+    assert config["depth_mapping"] == []  # no block exchanges: the branches never see each other
+    assert config["audio_alignment"] == "temporal_channels_only"
+    assert config["exchange_order"] == "parallel"
+    title = (out / "report.md").read_text().splitlines()[0]
+    assert "no audio-video cross-attention" in title and "parallel exchange" in title
+
+
+def test_rerun_with_other_model_settings_is_refused_before_any_work(tmp_path, capsys):
+    out = tmp_path / "qs"
+    out.mkdir()
+    settings = {"num_train_clips": 8, "size": 24, "frames": 9, "max_objects": 2, "learning_rate": 1e-3}
+    settings |= {"batch_size": 4, "seed": 0, "video_codec": "pixel", "no_av_cross_attention": False}
+    settings |= {"audio_alignment": "ratio", "exchange_order": "sequential"}
+    (out / quickstart.SETTINGS_FILE).write_text(json.dumps(settings))
+    assert quickstart.main(["--out", str(out), *ARGS]) == 2
+    err = capsys.readouterr().err
+    assert "--out" in err and "size 24 -> 16" in err and "another --out" in err
+    assert sorted(p.name for p in out.iterdir()) == [quickstart.SETTINGS_FILE]  # nothing else written
+    (out / quickstart.SETTINGS_FILE).write_text("{not json")
+    assert quickstart.main(["--out", str(out), *ARGS]) == 2
+    assert quickstart.SETTINGS_FILE in capsys.readouterr().err

@@ -247,3 +247,21 @@ def test_training_learns_and_exports_a_pipeline(tmp_path, cache_dir, components)
     b = loaded(request, progress=False)
     assert torch.equal(a.video_latents, b.video_latents)
     assert torch.isfinite(a.audio).all()
+
+
+def test_model_overrides_video_patch_and_pooled_text():
+    from skyreels_v4.training.module import build_transformer_config
+
+    overrides = {"dim": 128, "num_heads": 4, "video_rope_axes": [8, 12, 12], "video_patch_size": [1, 1, 1]}
+    config = build_transformer_config(
+        preset="tiny", video_latent_channels=192, audio_latent_channels=256, text_dim=32, overrides=overrides
+    )
+    assert config.video.patch_size == (1, 1, 1) and config.audio.patch_size == (1,)  # video branch only
+    full = build_transformer_config(
+        preset="full", video_latent_channels=16, audio_latent_channels=64, overrides={"pooled_text_dim": None}
+    )
+    assert full.video.pooled_text_dim is None and full.audio.pooled_text_dim is None
+    with pytest.raises(SkyReelsError, match=r"unknown keys \['patch'\].*video_patch_size"):
+        build_transformer_config(
+            preset="tiny", video_latent_channels=192, audio_latent_channels=256, overrides={"patch": 1}
+        )

@@ -61,6 +61,7 @@ _BRANCH_FIELDS = (
     "num_single_blocks",
     "mlp_ratio",
     "num_refiner_blocks",
+    "pooled_text_dim",
 )
 
 
@@ -77,8 +78,9 @@ def build_transformer_config(
 ) -> JointAudioVideoTransformerConfig:
     """A preset sized for the cache's latents, with branch overrides and the ablation switches.
 
-    ``overrides`` may change ``dim``, ``num_heads``, block counts, ``mlp_ratio``, ``num_refiner_blocks``
-    (both branches) and ``video_rope_axes`` (the video RoPE split; it must sum to the head dim).
+    ``overrides`` may change ``dim``, ``num_heads``, block counts, ``mlp_ratio``, ``num_refiner_blocks``,
+    ``pooled_text_dim`` (both branches; ``None`` for a cache without pooled text), ``video_rope_axes``
+    (the video RoPE split; it must sum to the head dim) and ``video_patch_size`` (``[t, h, w]``).
     """
     from skyreels_av_rope import RotaryConfig
 
@@ -87,11 +89,12 @@ def build_transformer_config(
     )
     overrides = dict(overrides or {})
     rope_axes = overrides.pop("video_rope_axes", None)
+    video_patch = overrides.pop("video_patch_size", None)
     unknown = sorted(set(overrides) - set(_BRANCH_FIELDS))
     if unknown:
         raise SkyReelsError(
             f"model_overrides: unknown keys {unknown}; "
-            f"expected some of {[*_BRANCH_FIELDS, 'video_rope_axes']}"
+            f"expected some of {[*_BRANCH_FIELDS, 'video_rope_axes', 'video_patch_size']}"
         )
     try:
         alignment = AudioTimeAlignment(audio_alignment)
@@ -112,7 +115,10 @@ def build_transformer_config(
     single = changes.get("num_single_blocks", video.num_single_blocks)
     changes["text_cross_attention_blocks"] = tuple(range(dual, dual + single))
     try:
-        video = dataclasses.replace(video, **changes)
+        video_changes = dict(changes)
+        if video_patch is not None:
+            video_changes["patch_size"] = tuple(int(p) for p in video_patch)
+        video = dataclasses.replace(video, **video_changes)
         audio_changes = {k: v for k, v in changes.items() if k not in ("text_cross_attention_blocks", "rope")}
         audio = dataclasses.replace(
             config.audio,

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from skyreels_v4.errors import SkyReelsError
+from skyreels_v4.io import atomic_write_json
 
 __all__ = ["QuickstartSettings", "main", "run_quickstart"]
 
@@ -69,6 +70,9 @@ class QuickstartSettings(argparse.Namespace):
     steps: int
     seed: int
     video_codec: str
+    no_av_cross_attention: bool
+    audio_alignment: str
+    exchange_order: str
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -102,6 +106,24 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="seed (default: %(default)s)")
     parser.add_argument(
         "--video-codec", choices=("pixel", "tiny"), default="pixel", help="video codec (default: %(default)s)"
+    )
+    ablations = parser.add_argument_group("ablations (switches of the same model; docs/training.md)")
+    ablations.add_argument(
+        "--no-av-cross-attention",
+        action="store_true",
+        help="no audio-video cross-attention (the branches never exchange; sync should fall to chance)",
+    )
+    ablations.add_argument(
+        "--audio-alignment",
+        choices=("ratio", "temporal_channels_only"),
+        default="ratio",
+        help="audio RoPE alignment policy (docs/av-rope.md) (default: %(default)s)",
+    )
+    ablations.add_argument(
+        "--exchange-order",
+        choices=("sequential", "parallel"),
+        default="sequential",
+        help="order of the two cross-attentions of eq. 4-5 (default: %(default)s)",
     )
     return parser
 
@@ -163,7 +185,7 @@ def run_quickstart(settings: QuickstartSettings) -> dict:
     from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
     from lightning.pytorch.loggers import CSVLogger
 
-    from skyreels_v4.io import atomic_write_json, atomic_write_text
+    from skyreels_v4.io import atomic_write_text
     from skyreels_v4.pipeline import GenerationDefaults, SamplingConfig, SkyReelsV4Pipeline
     from skyreels_v4.text import EmbeddedTextEncoder, EmbeddedTextEncoderConfig
     from skyreels_v4.training.cache import CACHE_INDEX, build_latent_cache, world_samples
@@ -178,7 +200,9 @@ def run_quickstart(settings: QuickstartSettings) -> dict:
     _check(settings)
     started = time.monotonic()
     root = Path(settings.out)
+    _check_same_run(settings, root)
     root.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(root / SETTINGS_FILE, _identity(settings))
     world = WorldConfig(
         size=settings.size,
         num_frames=settings.frames,
@@ -255,6 +279,9 @@ def run_quickstart(settings: QuickstartSettings) -> dict:
         learning_rate=settings.learning_rate,
         warmup_steps=50,
         seed=settings.seed,
+        av_cross_attention=not getattr(settings, "no_av_cross_attention", False),
+        audio_alignment=getattr(settings, "audio_alignment", "ratio"),
+        exchange_order=getattr(settings, "exchange_order", "sequential"),
     )
     checkpoints = root / "checkpoints"
     last = checkpoints / "last.ckpt"
@@ -309,8 +336,9 @@ def run_quickstart(settings: QuickstartSettings) -> dict:
         )
     atomic_write_json(root / "metrics.json", {"steps": int(trainer.global_step), **_finite_nested(results)})
     minutes = (time.monotonic() - started) / 60
+    switches = _ablation_label(settings)
     report = (
-        f"# Quickstart report ({settings.preset})\n\n"
+        f"# Quickstart report ({settings.preset}{', ' + switches if switches else ''})\n\n"
         f"Trained for {trainer.global_step} steps ({settings.num_train_clips} clips of {settings.frames} "
         f"frames at 16 fps, {settings.size}x{settings.size}, 1-{settings.max_objects} objects); whole run "
         f"{minutes:.1f} min.\n\n"
@@ -329,6 +357,63 @@ def run_quickstart(settings: QuickstartSettings) -> dict:
     return results
 
 
+#: Settings that shape the trained model: a rerun in the same folder must keep them (it resumes).
+_IDENTITY = (
+    "num_train_clips",
+    "size",
+    "frames",
+    "max_objects",
+    "learning_rate",
+    "batch_size",
+    "seed",
+    "video_codec",
+    "no_av_cross_attention",
+    "audio_alignment",
+    "exchange_order",
+)
+SETTINGS_FILE = "quickstart_settings.json"
+
+
+def _identity(settings: QuickstartSettings) -> dict[str, object]:
+    defaults = {"no_av_cross_attention": False, "audio_alignment": "ratio", "exchange_order": "sequential"}
+    return {key: getattr(settings, key, defaults.get(key)) for key in _IDENTITY}
+
+
+def _check_same_run(settings: QuickstartSettings, root: Path) -> None:
+    """A rerun resumes the run in ``root``; refuse one whose model-shaping settings differ (an
+    ablation or another size belongs in its own ``--out``)."""
+    import json
+
+    path = root / SETTINGS_FILE
+    if not path.exists():
+        return
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise SkyReelsError(f"{path}: unreadable quickstart settings ({error}); remove the folder") from None
+    current = _identity(settings)
+    changed = [
+        f"{key} {saved.get(key)!r} -> {value!r}" for key, value in current.items() if saved.get(key) != value
+    ]
+    if changed:
+        raise SkyReelsError(
+            f"--out {root}: holds a run made with other settings ({'; '.join(changed)}); rerunning resumes "
+            "that run, so choose another --out for these settings"
+        )
+
+
+def _ablation_label(settings: QuickstartSettings) -> str:
+    """The ablation switches that differ from the default model, for the report's title."""
+    parts = []
+    if getattr(settings, "no_av_cross_attention", False):
+        parts.append("no audio-video cross-attention")
+    if getattr(settings, "audio_alignment", "ratio") != "ratio":
+        parts.append(f"audio alignment {settings.audio_alignment}")
+    if getattr(settings, "exchange_order", "sequential") != "sequential":
+        parts.append(f"{settings.exchange_order} exchange")
+    return ", ".join(parts)
+
+
 def _finite_nested(value: object) -> object:
     if isinstance(value, dict):
         return {k: _finite_nested(v) for k, v in value.items()}
@@ -342,6 +427,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = parser.parse_args(list(argv) if argv is not None else None, namespace=QuickstartSettings())
     try:
         _check(_apply_preset(settings))
+        _check_same_run(settings, Path(settings.out))
     except SkyReelsError as error:
         print(f"skyreels-v4 quickstart: error: {error}", file=sys.stderr)
         return 2
