@@ -36,3 +36,19 @@ def test_finite_inputs_pass_and_off_lets_nan_through(micro_config):
         with finite_checks(FiniteChecks.OFF):
             out = vae.decode(torch.full_like(latents, float("nan")))
     assert torch.isnan(out).any()
+
+
+def test_meta_and_fake_tensors_are_not_read():
+    # Shape planning and FLOP counting run on meta / fake tensors, which hold no values to check.
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from skyreels_audio_vae import FiniteChecks as Mode
+    from skyreels_audio_vae import check_finite as check
+    from skyreels_audio_vae import finite_checks as mode_block
+
+    with mode_block(Mode.ALWAYS):
+        check(torch.empty(4, device="meta"), "meta")
+        with FakeTensorMode() as fake_mode:
+            check(fake_mode.from_tensor(torch.full((4,), float("nan"))), "fake")
+        with pytest.raises(ValueError, match="real"):
+            check(torch.full((4,), float("nan")), "real")

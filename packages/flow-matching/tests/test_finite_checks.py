@@ -55,3 +55,19 @@ def test_finite_run_is_unchanged_and_off_lets_nan_through():
     with finite_checks(FiniteChecks.OFF):
         out = sample_euler(_velocity_failing_at(0.5), x, SIGMAS)
     assert torch.isnan(out).any()
+
+
+def test_meta_and_fake_tensors_are_not_read():
+    # Shape planning and FLOP counting run on meta / fake tensors, which hold no values to check.
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from skyreels_flow_matching import FiniteChecks as Mode
+    from skyreels_flow_matching import check_finite as check
+    from skyreels_flow_matching import finite_checks as mode_block
+
+    with mode_block(Mode.ALWAYS):
+        check(torch.empty(4, device="meta"), "meta")
+        with FakeTensorMode() as fake_mode:
+            check(fake_mode.from_tensor(torch.full((4,), float("nan"))), "fake")
+        with pytest.raises(ValueError, match="real"):
+            check(torch.full((4,), float("nan")), "real")

@@ -179,3 +179,10 @@ def test_finite_checks_switch():
         with finite_checks(False):
             assert lower.get_finite_checks() is lower.FiniteChecks.OFF
         assert lower.get_finite_checks() is lower.FiniteChecks.ALWAYS  # restored exactly
+    import skyreels_audio_vae
+    import skyreels_flow_matching
+
+    for package in (skyreels_flow_matching, skyreels_audio_vae):  # every lower package's own switch
+        with finite_checks(False):
+            assert package.get_finite_checks() is package.FiniteChecks.OFF
+        assert package.get_finite_checks() is package.FiniteChecks.CPU

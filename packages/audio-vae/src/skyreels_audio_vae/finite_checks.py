@@ -76,6 +76,16 @@ def finite_checks(mode: FiniteChecks) -> Iterator[None]:
         set_finite_checks(previous)
 
 
+def _is_symbolic(tensor: Tensor) -> bool:
+    """True for tensors without values to read: meta tensors and fake tensors (shape propagation,
+    FLOP counting, tracing)."""
+    if tensor.device.type == "meta":
+        return True
+    from torch._subclasses.fake_tensor import is_fake
+
+    return bool(is_fake(tensor))
+
+
 def check_finite(tensor: Tensor | None, name: str) -> None:
     """Raise :class:`NonFiniteInputError` naming ``name`` if ``tensor`` (floating) holds NaN or inf,
     under the current mode. None and non-floating tensors pass."""
@@ -85,7 +95,7 @@ def check_finite(tensor: Tensor | None, name: str) -> None:
         return
     if _mode is FiniteChecks.CPU and tensor.device.type != "cpu":
         return
-    if torch.compiler.is_compiling():
+    if torch.compiler.is_compiling() or _is_symbolic(tensor):
         return
     values = tensor.detach()
     # One reduction: a finite sum proves every element finite (NaN and inf propagate into it); only a

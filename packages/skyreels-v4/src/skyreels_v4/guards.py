@@ -4,7 +4,7 @@ One process-wide switch, the same pattern as ``skyreels_attention.value_checks``
 tensor *values* run by default, are skipped while ``torch.compile`` traces, and can be switched off
 for a process (``SKYREELS_FINITE_CHECKS=0`` or ``set_finite_checks(False)``) or for a block
 (``with finite_checks(False): ...``); switching off here also switches off the lower packages'
-entry-point checks (``skyreels_attention.FiniteChecks``). ``check_finite`` costs one host
+entry-point checks (``FiniteChecks`` of attention, flow-matching, audio VAE). ``check_finite`` costs one host
 synchronisation on a GPU, so a hot path that calls it costs nothing when the switch is off.
 
 What uses it: loaded media (``skyreels_v4.audio_vae.load_audio``) and weights
@@ -26,7 +26,9 @@ import lightning as L
 import torch
 from torch import Tensor
 
-import skyreels_attention as lower
+import skyreels_attention
+import skyreels_audio_vae
+import skyreels_flow_matching
 from skyreels_v4.errors import NonFiniteError
 
 __all__ = [
@@ -51,8 +53,9 @@ def finite_checks_enabled() -> bool:
 
 def set_finite_checks(enabled: bool) -> None:
     """Switch finiteness checks on or off for the whole process, including the lower packages'
-    entry-point checks (``skyreels_attention.set_finite_checks``): off sets them to ``OFF``, on sets
-    them back to the default ``CPU`` if they were off (an explicit ``ALWAYS`` is kept)."""
+    entry-point checks (attention, flow-matching, audio VAE: each package's ``set_finite_checks``):
+    off sets them to ``OFF``, on sets them back to the default ``CPU`` if they were off (an explicit
+    ``ALWAYS`` is kept)."""
     global _enabled
     if not isinstance(enabled, bool):
         raise TypeError(f"enabled: expected a bool, got {type(enabled).__name__}")
@@ -60,11 +63,16 @@ def set_finite_checks(enabled: bool) -> None:
     _sync_lower_packages(enabled)
 
 
+#: The lower packages' own switches (each package is independent, so each has one; same three modes).
+_LOWER = (skyreels_attention, skyreels_flow_matching, skyreels_audio_vae)
+
+
 def _sync_lower_packages(enabled: bool) -> None:
-    if not enabled:
-        lower.set_finite_checks(lower.FiniteChecks.OFF)
-    elif lower.get_finite_checks() is lower.FiniteChecks.OFF:
-        lower.set_finite_checks(lower.FiniteChecks.CPU)
+    for package in _LOWER:
+        if not enabled:
+            package.set_finite_checks(package.FiniteChecks.OFF)
+        elif package.get_finite_checks() is package.FiniteChecks.OFF:
+            package.set_finite_checks(package.FiniteChecks.CPU)
 
 
 if not _enabled:
@@ -74,13 +82,14 @@ if not _enabled:
 @contextlib.contextmanager
 def finite_checks(enabled: bool) -> Iterator[None]:
     """Finiteness checks on or off inside the block, restored afterwards (process-wide)."""
-    previous, previous_lower = _enabled, lower.get_finite_checks()
+    previous, previous_lower = _enabled, [package.get_finite_checks() for package in _LOWER]
     set_finite_checks(enabled)
     try:
         yield
     finally:
         set_finite_checks(previous)
-        lower.set_finite_checks(previous_lower)
+        for package, mode in zip(_LOWER, previous_lower, strict=True):
+            package.set_finite_checks(mode)
 
 
 def _describe(tensor: Tensor) -> str:
