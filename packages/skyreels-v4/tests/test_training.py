@@ -111,6 +111,45 @@ def test_bucket_sampler_is_deterministic_and_resumes_mid_epoch(cache_dir):
         BucketBatchSampler(cache, batch_size=3, seed=6).load_state_dict(state)
 
 
+def test_bucket_sampler_shards_over_data_parallel_replicas(cache_dir):
+    cache = LatentCache(cache_dir)
+    whole = list(BucketBatchSampler(cache, batch_size=2, seed=5))  # 6 batches
+    shards = [list(BucketBatchSampler(cache, batch_size=2, seed=5, num_replicas=4, rank=r)) for r in range(4)]
+    assert [len(s) for s in shards] == [1, 1, 1, 1]  # 6 batches cut to 4: every replica takes one step
+    assert [s[0] for s in shards] == whole[:4]
+    assert [
+        list(BucketBatchSampler(cache, batch_size=2, seed=5, num_replicas=2, rank=r)) for r in (0, 1)
+    ] == [
+        whole[0::2],
+        whole[1::2],
+    ]
+    state = BucketBatchSampler(cache, batch_size=2, seed=5, num_replicas=2, rank=1).state_dict()
+    with pytest.raises(SkyReelsError, match="2 data-parallel replicas, this run has 1"):
+        BucketBatchSampler(cache, batch_size=2, seed=5).load_state_dict(state)
+    for bad in ({"num_replicas": 0}, {"num_replicas": 2, "rank": 2}, {"rank": -1}, {"num_replicas": True}):
+        with pytest.raises(SkyReelsError, match=r"num_replicas|rank"):
+            BucketBatchSampler(cache, batch_size=2, seed=5, **bad)
+    with pytest.raises(SkyReelsError, match="7 data-parallel replicas but the cache"):
+        list(BucketBatchSampler(cache, batch_size=2, seed=5, num_replicas=7, rank=0))
+
+
+def test_data_module_refuses_lightnings_distributed_sampler(cache_dir):
+    from types import SimpleNamespace
+
+    data = LatentCacheDataModule(cache_dir=str(cache_dir), batch_size=2)
+    assert data.data_parallel() == (1, 0)
+    data.trainer = SimpleNamespace(
+        world_size=2,
+        _accelerator_connector=SimpleNamespace(use_distributed_sampler=True),
+        strategy=SimpleNamespace(distributed_sampler_kwargs={"num_replicas": 2, "rank": 1}),
+    )
+    with pytest.raises(PreflightError, match="use_distributed_sampler: must be false"):
+        data.train_dataloader()
+    data.trainer._accelerator_connector.use_distributed_sampler = False
+    assert data.data_parallel() == (2, 1)
+    assert len(list(data.train_dataloader().batch_sampler)) == 3
+
+
 def test_task_mixture_validation():
     mixture = parse_task_mixture({"t2av": 2, "v2a": 1, "video_editing": 1})
     assert mixture[JointTask.T2AV] == pytest.approx(0.5)

@@ -24,6 +24,7 @@ from skyreels_mmdit_blocks import joint_preset, parameter_counts
 from skyreels_v4.errors import ConfigMismatchError, PreflightError, SkyReelsError
 from skyreels_v4.model import SkyReelsV4Transformer
 from skyreels_v4.runs import RecipeCLI
+from skyreels_v4.scale.lightning import SkyReelsParallelStrategy, resolve_dims
 from skyreels_v4.training import (
     JointTrainingModule,
     LatentCache,
@@ -134,6 +135,13 @@ def test_every_full_recipe_parses_and_builds_on_meta(stage):
         assert tiny["model"][key] == model[key], key
     for recipe in (config, tiny):
         assert (recipe["model"]["init_from"] is None) == (stage in ("t2i_stage1", "audio_pretrain"))
+    # At scale: FSDP2 (+ Ulysses SP) through the strategy, batches sharded by the bucket sampler.
+    trainer = config["trainer"]
+    assert trainer["use_distributed_sampler"] is False
+    assert trainer["strategy"]["class_path"] == "skyreels_v4.scale.lightning.SkyReelsParallelStrategy"
+    strategy = SkyReelsParallelStrategy(**trainer["strategy"]["init_args"])
+    assert resolve_dims(trainer["devices"], **strategy._layout).world_size == trainer["devices"]
+    assert 24 % strategy._layout["sp"] == 0  # the full preset's video heads
 
 
 @pytest.mark.slow  # ~3 s per stage on 2 idle cores, 10-20 s on busy ones

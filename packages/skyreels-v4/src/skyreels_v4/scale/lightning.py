@@ -2,18 +2,18 @@
 
 ``SkyReelsParallelStrategy`` is Lightning's ``ModelParallelStrategy`` with our 3-D mesh
 ``(dp_replicate, dp_shard, sp)`` instead of ``(data_parallel, tensor_parallel)``, and a data sampler
-that gives every rank of one ``sp`` group the same samples. ``ParallelJointTrainingModule`` is
-``JointTrainingModule`` plus the ``configure_model`` hook Lightning calls on every rank: it applies
-``parallelize`` (Ulysses SP when ``sp`` > 1, FSDP2/HSDP, mixed precision, activation checkpointing,
-regional compile) to the transformer and re-creates the EMA shadows on the sharded parameters.
-Recipes select both by YAML::
+that gives every rank of one ``sp`` group the same samples. Every ``JointTrainingModule`` (and so
+every stage and LoRA module) has the ``configure_model`` hook Lightning calls on every rank; under this
+strategy it applies ``parallelize`` (Ulysses SP when ``sp`` > 1, FSDP2/HSDP, mixed precision, activation
+checkpointing, regional compile) to the transformer and re-creates the EMA shadows on the sharded
+parameters (``parallelize_module``). The data module shards batches over the data-parallel replicas
+itself, so the trainer needs ``use_distributed_sampler: false``. Recipes select it by YAML::
 
     trainer:
+      use_distributed_sampler: false
       strategy:
         class_path: skyreels_v4.scale.lightning.SkyReelsParallelStrategy
         init_args: {dp_replicate: 1, sp: 2, mixed_precision: bf16, activation_checkpointing: full}
-    model:
-      class_path: skyreels_v4.scale.lightning.ParallelJointTrainingModule
 """
 
 from __future__ import annotations
@@ -33,7 +33,13 @@ from skyreels_v4.scale.parallelize import (
 )
 from skyreels_v4.training.module import JointTrainingModule
 
-__all__ = ["ParallelJointTrainingModule", "SkyReelsParallelStrategy", "data_parallel_rank", "resolve_dims"]
+__all__ = [
+    "ParallelJointTrainingModule",
+    "SkyReelsParallelStrategy",
+    "data_parallel_rank",
+    "parallelize_module",
+    "resolve_dims",
+]
 
 
 def resolve_dims(world_size: int, *, dp_replicate: int, dp_shard: int | str, sp: int) -> ParallelDims:
@@ -115,15 +121,19 @@ class SkyReelsParallelStrategy(ModelParallelStrategy):
         return {"num_replicas": size, "rank": rank}
 
 
-class ParallelJointTrainingModule(JointTrainingModule):
-    """``JointTrainingModule`` whose transformer is parallelised in ``configure_model`` (same args)."""
+def parallelize_module(module: JointTrainingModule) -> None:
+    """``JointTrainingModule.configure_model``: ``parallelize`` its transformer with the strategy's
+    options and mesh when the trainer runs ``SkyReelsParallelStrategy`` (once); otherwise nothing."""
+    trainer = getattr(module, "_trainer", None)
+    strategy = trainer.strategy if trainer is not None else None
+    if not isinstance(strategy, SkyReelsParallelStrategy) or getattr(module, "_parallelized", False):
+        return
+    parallelize(module.transformer, module.device_mesh, **strategy.parallel_options)
+    if module.ema is not None:  # the shadows follow the parameters' sharding
+        module.ema = [p.detach().clone() for p in module.transformer.parameters()]
+    module._parallelized = True
 
-    def configure_model(self) -> None:
-        if getattr(self, "_parallelized", False):
-            return
-        strategy = self.trainer.strategy if self._trainer is not None else None
-        options = strategy.parallel_options if isinstance(strategy, SkyReelsParallelStrategy) else {}
-        parallelize(self.transformer, self.device_mesh, **options)
-        if self.ema is not None:  # the shadows follow the parameters' sharding
-            self.ema = [p.detach().clone() for p in self.transformer.parameters()]
-        self._parallelized = True
+
+class ParallelJointTrainingModule(JointTrainingModule):
+    """``JointTrainingModule`` under its explicit name for parallel recipes (same args and behaviour:
+    every training module parallelises itself in ``configure_model`` under ``SkyReelsParallelStrategy``)."""

@@ -689,15 +689,36 @@ class BucketBatchSampler:
     ``state_dict()`` holds the epoch and how many batches of it were handed out; a loader resumed with
     ``load_state_dict`` yields exactly the batches the uninterrupted run would have (torchdata's
     ``StatefulDataLoader`` saves and restores it with the checkpoint).
+
+    Data parallelism: with ``num_replicas`` R > 1 the epoch's batch list (the same on every rank) is
+    dealt round-robin, replica ``rank`` taking batches ``rank, rank + R, ...``, and cut to a multiple of
+    R so that every replica takes the same number of steps (a replica that runs out early would leave
+    the others waiting in a collective). Ranks of one sequence-parallel group pass the same ``rank``
+    (``skyreels_v4.scale.lightning.data_parallel_rank``) and so read the same batches.
     """
 
-    def __init__(self, cache: LatentCache, *, batch_size: int, seed: int, drop_last: bool = True) -> None:
+    def __init__(
+        self,
+        cache: LatentCache,
+        *,
+        batch_size: int,
+        seed: int,
+        drop_last: bool = True,
+        num_replicas: int = 1,
+        rank: int = 0,
+    ) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise SkyReelsError(f"batch_size: expected a positive int, got {batch_size!r}")
+        if isinstance(num_replicas, bool) or not isinstance(num_replicas, int) or num_replicas < 1:
+            raise SkyReelsError(f"num_replicas: expected a positive int, got {num_replicas!r}")
+        if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < num_replicas:
+            raise SkyReelsError(f"rank: expected an int in [0, {num_replicas}), got {rank!r}")
         self.cache = cache
         self.batch_size = batch_size
         self.seed = int(seed)
         self.drop_last = drop_last
+        self.num_replicas = num_replicas
+        self.rank = rank
         self.epoch = 0
         self.served = 0
 
@@ -715,7 +736,16 @@ class BucketBatchSampler:
                 if len(chunk) == self.batch_size or not self.drop_last:
                     batches.append(chunk)
         order = rng.permutation(len(batches))
-        return [batches[i] for i in order]
+        batches = [batches[i] for i in order]
+        if self.num_replicas > 1:
+            usable = len(batches) - len(batches) % self.num_replicas
+            if usable == 0:
+                raise SkyReelsError(
+                    f"num_replicas: {self.num_replicas} data-parallel replicas but the cache "
+                    f"{self.cache.root} gives only {len(batches)} batches of {self.batch_size} per epoch"
+                )
+            batches = batches[self.rank : usable : self.num_replicas]
+        return batches
 
     def __len__(self) -> int:
         return len(self._batches(0))
@@ -730,9 +760,21 @@ class BucketBatchSampler:
         self.served = 0
 
     def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "served": self.served, "seed": self.seed}
+        return {
+            "epoch": self.epoch,
+            "served": self.served,
+            "seed": self.seed,
+            "num_replicas": self.num_replicas,
+        }
 
     def load_state_dict(self, state: dict[str, int]) -> None:
+        saved_replicas = int(state.get("num_replicas", 1))
+        if saved_replicas != self.num_replicas:
+            raise SkyReelsError(
+                f"sampler state: saved by a run with {saved_replicas} data-parallel replicas, this run "
+                f"has {self.num_replicas}; resume with the same data-parallel size (or start a new run "
+                f"from the exported model)"
+            )
         if int(state.get("seed", self.seed)) != self.seed:
             raise SkyReelsError(
                 f"sampler state: saved with seed {state.get('seed')}, this run uses {self.seed}"

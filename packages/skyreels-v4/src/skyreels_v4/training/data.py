@@ -32,7 +32,10 @@ class _Items:
 
 
 class LatentCacheDataModule(L.LightningDataModule):
-    """Args:
+    """With several processes the batches are sharded over the data-parallel replicas (see
+    ``BucketBatchSampler``); the trainer needs ``use_distributed_sampler=False``.
+
+    Args:
     cache_dir: a cache built by ``skyreels-v4 cache`` / ``build_latent_cache``.
     val_cache_dir: a held-out cache for the validation loss (None: no validation data).
     batch_size: clips per batch (every batch comes from one bucket).
@@ -70,9 +73,30 @@ class LatentCacheDataModule(L.LightningDataModule):
                 f"data.batch_size: {batch_size} is larger than the cache's {len(self.cache)} clips"
             )
 
+    def data_parallel(self) -> tuple[int, int]:
+        """``(num_replicas, rank)`` of this process among the data-parallel replicas: from the trainer's
+        strategy (``SkyReelsParallelStrategy`` counts one sequence-parallel group as one replica), or
+        ``(1, 0)`` without a multi-process trainer."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None or trainer.world_size <= 1:
+            return 1, 0
+        if trainer._accelerator_connector.use_distributed_sampler:
+            raise PreflightError(
+                "trainer.use_distributed_sampler: must be false with LatentCacheDataModule on "
+                f"{trainer.world_size} processes (its bucket sampler shards the batches over the "
+                "data-parallel replicas itself; Lightning cannot inject a DistributedSampler into it)"
+            )
+        kwargs = trainer.strategy.distributed_sampler_kwargs or {}
+        return int(kwargs.get("num_replicas", 1)), int(kwargs.get("rank", 0))
+
     def train_dataloader(self) -> StatefulDataLoader:
+        replicas, rank = self.data_parallel()
         sampler = BucketBatchSampler(
-            self.cache, batch_size=self.hparams.batch_size, seed=self.hparams.shuffle_seed
+            self.cache,
+            batch_size=self.hparams.batch_size,
+            seed=self.hparams.shuffle_seed,
+            num_replicas=replicas,
+            rank=rank,
         )
         return StatefulDataLoader(
             _Items(self.cache),
@@ -84,11 +108,14 @@ class LatentCacheDataModule(L.LightningDataModule):
     def val_dataloader(self) -> StatefulDataLoader | list:
         if self.val_cache is None:
             return []
+        replicas, rank = self.data_parallel()
         sampler = BucketBatchSampler(
             self.val_cache,
-            batch_size=min(self.hparams.batch_size, len(self.val_cache)),
+            batch_size=max(1, min(self.hparams.batch_size, len(self.val_cache) // replicas)),
             seed=0,
-            drop_last=False,
+            drop_last=replicas > 1,  # every replica must run the same number of validation steps
+            num_replicas=replicas,
+            rank=rank,
         )
         return StatefulDataLoader(
             _Items(self.val_cache), batch_sampler=sampler, collate_fn=collate_cache_items

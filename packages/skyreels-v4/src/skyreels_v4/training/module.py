@@ -235,6 +235,16 @@ class JointTrainingModule(L.LightningModule):
         self.frame_geometry: tuple[int, int] | None = None  # (temporal_factor, spatial_factor)
 
     # -- wiring -------------------------------------------------------------------------------
+    def configure_model(self) -> None:
+        """Lightning calls this on every rank before the optimizers exist. Under
+        ``skyreels_v4.scale.lightning.SkyReelsParallelStrategy`` it applies ``parallelize`` (Ulysses SP
+        when ``sp`` > 1, FSDP2 / HSDP, mixed precision, activation checkpointing, regional compile) to
+        the transformer and re-creates the EMA shadows on the sharded parameters; under any other
+        strategy it does nothing. So every training module (stages, LoRA) runs at scale from YAML."""
+        from skyreels_v4.scale.lightning import parallelize_module
+
+        parallelize_module(self)
+
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         cache = getattr(dm, "cache", None)
