@@ -205,3 +205,22 @@ def test_cli_refine_writes_the_refined_size_and_names_bad_values(refined_pipe, t
         bad = tmp_path / f"bad{value}.mp4"
         assert main(["--model", folder, "--prompt", PROMPT, "--refine", value, "--out", str(bad)]) == 2
         assert message in capsys.readouterr().err and not bad.exists()
+
+
+def test_long_clips_refine_every_window_and_extend_the_refined_frames(refined_pipe, tiny_pipeline_factory):
+    pipe = refined_pipe
+    request = GenerationRequest(prompt=PROMPT, task="t2av", seed=3, refine_to=HI)
+    clip = pipe.generate_long(request, total_frames=13, window_frames=9, overlap_frames=5, progress=False)
+    first, second = clip.windows
+    assert clip.output.video.shape == (3, 13, *HI)
+    assert first.video.shape == second.video.shape == (3, 9, *HI)
+    assert first.base_video_latents.shape[-2:] == (8, 8) and first.video_latents.shape[-2:] == (16, 16)
+    # The second window extends the refined frames: its refiner kept their high-res latents exactly.
+    kept = pipe.video_vae.encode(first.video[None, :, 4:])
+    assert torch.equal(second.video_latents[:, :, :2], kept)
+    assert torch.equal(clip.output.video, torch.cat([first.video, second.video[:, 5:]], dim=1))
+    assert clip.output.audio.shape[1] == round(13 / 16 * pipe.audio_vae.sample_rate)
+    other = tiny_pipeline_factory()
+    other.refiner = _refiner(other, frame_factor=2)
+    with pytest.raises(SkyReelsError, match="refine_to: long generation extends the refined frames"):
+        other.generate_long(request, total_frames=13, window_frames=9, overlap_frames=5, progress=False)

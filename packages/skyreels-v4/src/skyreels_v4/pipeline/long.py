@@ -8,6 +8,12 @@ frames after the overlap, and its audio from the end of the kept audio latents o
 reproduces exactly), so the waveform changes hands where the new window's own audio continues its
 own kept context and no step appears at the seam.
 
+With ``refine_to`` (paper 4.5's efficient path) every window is a refined generation: the base pass at
+the request's size, then the refiner to ``refine_to``. The next window extends the *refined* frames:
+its base pass sees the overlap resized to the base size, and the refiner keeps the high-resolution
+overlap exactly (M = 1), so the seam is continuous at the output resolution. This needs a refiner with
+``frame_factor`` 1 (an extension's prefix cannot be given at a multiple of the base frame rate).
+
 Shape legend: F frames, S samples.
 """
 
@@ -94,6 +100,13 @@ def generate_long(
             f"num_frames: the request's {request.num_frames} frames conflict with window_frames "
             f"{window_frames} (leave num_frames unset for long generation)"
         )
+    if request.refine_to is not None:
+        refiner = pipe.require("refiner", "refine_to")
+        if refiner.config.frame_factor != 1:
+            raise SkyReelsError(
+                f"refine_to: long generation extends the refined frames, which needs a refiner with "
+                f"frame_factor 1; this refiner has frame_factor {refiner.config.frame_factor}"
+            )
     if total_frames <= window_frames:
         warnings.warn(
             f"total_frames: {total_frames} fit in one window of {window_frames}; generating one window",

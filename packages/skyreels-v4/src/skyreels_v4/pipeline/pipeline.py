@@ -664,9 +664,8 @@ class SkyReelsV4Pipeline:
         overlap_frames: int,
         **call: Any,
     ) -> LongClip:
-        """Chained extension past the trained length (``skyreels_v4.pipeline.long``)."""
-        if isinstance(request, GenerationRequest) and request.refine_to is not None:
-            raise SkyReelsError("refine_to: long clips (generate_long) are not refined yet; drop refine_to")
+        """Chained extension past the trained length (``skyreels_v4.pipeline.long``); with
+        ``refine_to`` every window is refined and the next one extends the refined frames."""
         return generate_long(
             self,
             request,
