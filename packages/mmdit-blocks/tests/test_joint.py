@@ -13,11 +13,14 @@ from skyreels_mmdit_blocks import (
     AVExchangeOrder,
     JointAudioVideoTransformer,
     JointAudioVideoTransformerConfig,
+    JointReferenceOutput,
     Modality,
+    VideoGrid,
     infer_hunyuan_branch_config,
     joint_preset,
     load_hunyuan_video_weights,
     uniform_depth_mapping,
+    unpatchify_video,
 )
 
 AUDIO_CHANNELS, AUDIO_LEN = 6, 10
@@ -190,6 +193,42 @@ def test_reference_tokens_pass_through_and_are_dropped(randomize):
     assert (hidden.video - plain.video).abs().max().item() <= 1e-5
     assert (hidden.audio - plain.audio).abs().max().item() <= 1e-5
     assert (with_refs.video - plain.video).abs().max() > 1e-4  # visible references do condition
+
+
+def test_reference_outputs_are_the_final_layer_on_the_reference_tokens(randomize):
+    """A reference identical to the (one-frame) video, at the video's own positions, is the same token
+    as the video token it copies; with eq. 5's video-from-audio projection at zero (references skip the
+    exchange) its returned features unpatchify to exactly the video output."""
+    model = randomize(JointAudioVideoTransformer(joint_preset("tiny")).eval(), seed=17)
+    with torch.no_grad():
+        for exchange in model.exchanges:
+            exchange.video_from_audio.out.weight.zero_()
+            if exchange.video_from_audio.out.bias is not None:
+                exchange.video_from_audio.out.bias.zero_()
+    video, audio = torch.randn(2, 9, 1, 4, 4), torch.randn(2, 16, 8)
+    grid = torch.stack(
+        torch.meshgrid(torch.zeros(1), torch.arange(2.0), torch.arange(2.0), indexing="ij"), -1
+    )
+    positions = grid.reshape(-1, 3).repeat(2, 1)  # the reference's 4 tokens sit where the video's do
+    kwargs = {"timestep": torch.tensor([10.0, 900.0]), "text_tokens": torch.randn(2, 5, 32)}
+    with torch.no_grad():
+        out = model(
+            video,
+            audio,
+            video_reference_latents=video.clone(),
+            video_positions=positions,
+            return_video_reference=True,
+            **kwargs,
+        )
+        plain = model(
+            video, audio, video_reference_latents=video.clone(), video_positions=positions, **kwargs
+        )
+    assert isinstance(out, JointReferenceOutput) and not isinstance(plain, JointReferenceOutput)
+    assert torch.equal(out.video, plain.video) and torch.equal(out.audio, plain.audio)
+    assert out.video_reference.shape == (2, 4, 4 * 1 * 2 * 2)
+    as_video = unpatchify_video(out.video_reference, VideoGrid(1, 2, 2), (1, 2, 2))
+    assert (as_video - out.video).abs().max().item() <= 1e-5
+    assert out.video.abs().max().item() > 1e-2
 
 
 def test_depth_mapping_for_branches_of_different_depth(randomize):

@@ -29,7 +29,7 @@ from skyreels_mmdit_blocks.hunyuan_checkpoint import (
     read_safetensors_directory,
 )
 from skyreels_mmdit_blocks.hunyuan_names import CheckpointFormat, NameRule, hunyuan_name_rules
-from skyreels_mmdit_blocks.joint import JointAudioVideoTransformer, JointOutput
+from skyreels_mmdit_blocks.joint import JointAudioVideoTransformer, JointOutput, JointReferenceOutput
 from skyreels_mmdit_blocks.joint_config import JointAudioVideoTransformerConfig, uniform_depth_mapping
 from skyreels_mmdit_blocks.modulation import Modulation, modulate
 from skyreels_mmdit_blocks.multihead import HeadRMSNorm
@@ -82,6 +82,7 @@ __all__ = [
     "JointAudioVideoTransformerConfig",
     "JointOutput",
     "JointParameterCounts",
+    "JointReferenceOutput",
     "MMDiTBranch",
     "MMDiTBranchConfig",
     "Modality",

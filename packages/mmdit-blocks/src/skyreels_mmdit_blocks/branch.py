@@ -292,6 +292,12 @@ class MMDiTBranch(nn.Module):
             return unpatchify_video(features, inputs.grid, self.config.patch_size)
         return unpatchify_audio(features, self.config.patch_size[0])
 
+    def finish_references(self, latent: torch.Tensor, inputs: BranchInputs) -> torch.Tensor:
+        """The final layer on the reference tokens only: ``[B, R, C·p]`` features in patch order (for
+        reference tokens that are denoised, e.g. the joint high-resolution keyframes of paper 4.5; the
+        caller knows their grid and unpatchifies them)."""
+        return self.final_layer(latent[:, : inputs.num_reference], inputs.context.conditioning)
+
     def forward(
         self,
         latents: torch.Tensor,

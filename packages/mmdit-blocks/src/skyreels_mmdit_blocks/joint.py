@@ -42,7 +42,7 @@ from skyreels_mmdit_blocks.block_context import Rotary
 from skyreels_mmdit_blocks.branch import BranchInputs, MMDiTBranch
 from skyreels_mmdit_blocks.joint_config import JointAudioVideoTransformerConfig
 
-__all__ = ["JointAudioVideoTransformer", "JointOutput"]
+__all__ = ["JointAudioVideoTransformer", "JointOutput", "JointReferenceOutput"]
 
 
 class JointOutput(NamedTuple):
@@ -50,6 +50,15 @@ class JointOutput(NamedTuple):
 
     video: torch.Tensor
     audio: torch.Tensor
+
+
+class JointReferenceOutput(NamedTuple):
+    """``JointOutput`` plus the final layer's features on the video reference tokens ``[B, Rv, C·p]``
+    (``forward(..., return_video_reference=True)``)."""
+
+    video: torch.Tensor
+    audio: torch.Tensor
+    video_reference: torch.Tensor
 
 
 class JointAudioVideoTransformer(nn.Module):
@@ -100,7 +109,8 @@ class JointAudioVideoTransformer(nn.Module):
         audio_positions: torch.Tensor | None = None,
         video_key_mask: torch.Tensor | None = None,
         audio_key_mask: torch.Tensor | None = None,
-    ) -> JointOutput:
+        return_video_reference: bool = False,
+    ) -> JointOutput | JointReferenceOutput:
         """Velocities for both modalities.
 
         Args:
@@ -117,6 +127,8 @@ class JointAudioVideoTransformer(nn.Module):
             video_key_mask, audio_key_mask: bool ``[B, R + L]`` latent key masks (``MMDiTBranch``):
                 False = never attended as a key, neither by its own branch nor, for generated
                 tokens, by the other modality in eq. 5.
+            return_video_reference: also return the final layer's output on the video reference tokens
+                (``JointReferenceOutput``), for reference tokens that are denoised rather than given.
         """
         cfg = self.config
         for name, value in (("video_latents", video_latents), ("audio_latents", audio_latents)):
@@ -191,7 +203,10 @@ class JointAudioVideoTransformer(nn.Module):
             v_latent, v_text = self.video.run_block(i, v_latent, v_text, video.context)
         for i in range(next_audio, cfg.audio.num_blocks):
             a_latent, a_text = self.audio.run_block(i, a_latent, a_text, audio.context)
-        return JointOutput(self.video.finish(v_latent, video), self.audio.finish(a_latent, audio))
+        output = JointOutput(self.video.finish(v_latent, video), self.audio.finish(a_latent, audio))
+        if return_video_reference:
+            return JointReferenceOutput(*output, self.video.finish_references(v_latent, video))
+        return output
 
     def _exchange_step(
         self,
