@@ -3,6 +3,12 @@ weights folder. The pipeline (``skyreels_v4.pipeline``) and training (``skyreels
 """
 
 from skyreels_v4.model.config_io import from_plain, to_plain
+from skyreels_v4.model.keyframes import (
+    KeyframeLayout,
+    keyframe_token_positions,
+    pack_keyframes,
+    unpack_keyframes,
+)
 from skyreels_v4.model.transformer import (
     JointDenoiser,
     ModelCondition,
@@ -28,6 +34,7 @@ from skyreels_v4.model.weights import (
 
 __all__ = [
     "JointDenoiser",
+    "KeyframeLayout",
     "ModelCondition",
     "PredictionType",
     "ShardPlan",
@@ -37,12 +44,15 @@ __all__ = [
     "build_and_load",
     "enable_video_sparse_attention",
     "from_plain",
+    "keyframe_token_positions",
     "load_state_into",
+    "pack_keyframes",
     "plan_shards",
     "prediction_to_velocity",
     "read_component_config",
     "save_component",
     "to_plain",
     "transformer_preset",
+    "unpack_keyframes",
     "weight_files",
 ]

@@ -29,9 +29,21 @@ import torch
 from torch import Tensor
 
 from skyreels_flow_matching import sigma_to_timestep
-from skyreels_mmdit_blocks import JointAudioVideoTransformer, JointAudioVideoTransformerConfig, joint_preset
-from skyreels_v4.errors import NonFiniteError
+from skyreels_mmdit_blocks import (
+    JointAudioVideoTransformer,
+    JointAudioVideoTransformerConfig,
+    VideoGrid,
+    joint_preset,
+    unpatchify_video,
+)
+from skyreels_v4.errors import NonFiniteError, SkyReelsError
 from skyreels_v4.model.config_io import from_plain, to_plain
+from skyreels_v4.model.keyframes import (
+    KeyframeLayout,
+    keyframe_token_positions,
+    pack_keyframes,
+    unpack_keyframes,
+)
 from skyreels_v4.model.video_sparse import (
     VideoSelfAttention,
     VideoSelfAttentionConfig,
@@ -206,6 +218,8 @@ class ModelCondition:
         video_key_mask: bool ``[B, R + L]`` (False on padding-only reference tokens).
         audio_reference: clean audio reference latents ``[B, Ca, La_ref]``.
         guidance: ``[B]`` distilled guidance (only for a video branch with a guidance embedding).
+        keyframes: the video state (and I, M, ε₀ above) carries high-res keyframes after the clip
+            (``skyreels_v4.model.keyframes``, paper 4.5's joint prediction); None = it does not.
     """
 
     text_tokens: Tensor
@@ -224,6 +238,7 @@ class ModelCondition:
     video_key_mask: Tensor | None = None
     audio_reference: Tensor | None = None
     guidance: Tensor | None = None
+    keyframes: KeyframeLayout | None = None
 
 
 class JointDenoiser:
@@ -249,6 +264,10 @@ class JointDenoiser:
         video_sigma = torch.where(c.video_given, zero, video_sigma)
         audio_sigma = torch.where(c.audio_given, zero, audio_sigma)
         dtype = next(self.transformer.parameters()).dtype
+        if c.keyframes is not None:
+            return self._network_with_keyframes(
+                video_latents, audio_latents, video_sigma, audio_sigma, c, dtype
+            )
         video_in = torch.cat(
             [
                 video_latents,
@@ -272,6 +291,49 @@ class JointDenoiser:
             video_key_mask=c.video_key_mask,
         )
         return out.video.to(video_latents.dtype), out.audio.to(audio_latents.dtype)
+
+    def _network_with_keyframes(
+        self,
+        video_latents: Tensor,
+        audio_latents: Tensor,
+        video_sigma: Tensor,
+        audio_sigma: Tensor,
+        c: ModelCondition,
+        dtype: torch.dtype,
+    ) -> tuple[Tensor, Tensor]:
+        """The packed state (clip + keyframe slots): keyframes as denoised reference-like tokens."""
+        layout = c.keyframes
+        assert layout is not None
+        if c.video_reference is not None or c.video_positions is not None:
+            raise SkyReelsError(
+                "keyframes: joint keyframes do not combine with video references (in-context images or "
+                "clips) yet; drop one of them"
+            )
+        patch = tuple(self.transformer.config.video.patch_size)
+        parts = [
+            unpack_keyframes(t.to(video_latents.dtype), layout)
+            for t in (video_latents, c.conditional_latents, c.latent_mask)
+        ]
+        video_in = torch.cat([p[0] for p in parts], dim=1)
+        keyframes_in = torch.cat([p[1] for p in parts], dim=1)
+        out = self.transformer(
+            video_in.to(dtype),
+            audio_latents.to(dtype),
+            timestep=sigma_to_timestep(video_sigma).to(dtype),
+            audio_timestep=sigma_to_timestep(audio_sigma).to(dtype),
+            text_tokens=c.text_tokens.to(dtype),
+            text_mask=c.text_mask,
+            pooled_text=None if c.pooled_text is None else c.pooled_text.to(dtype),
+            guidance=c.guidance,
+            video_reference_latents=keyframes_in.to(dtype),
+            audio_reference_latents=None if c.audio_reference is None else c.audio_reference.to(dtype),
+            video_positions=keyframe_token_positions(layout, patch).to(video_latents.device),
+            return_video_reference=True,
+        )
+        grid = VideoGrid(layout.count, layout.height // patch[1], layout.width // patch[2])
+        keyframes = unpatchify_video(out.video_reference, grid, patch)
+        packed = pack_keyframes(out.video.to(video_latents.dtype), keyframes, layout)
+        return packed, out.audio.to(audio_latents.dtype)
 
     def raw(
         self,
