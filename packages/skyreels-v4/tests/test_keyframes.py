@@ -72,7 +72,7 @@ def test_pack_and_unpack_refuse_other_shapes():
         unpack_keyframes(torch.zeros(1, C, 8, 4, 6), layout)
     with pytest.raises(SkyReelsError, match="temporal patch of 1"):
         keyframe_token_positions(layout, (2, 2, 2))
-    with pytest.raises(SkyReelsError, match="keyframes.base_width: expected a multiple of the patch 4"):
+    with pytest.raises(SkyReelsError, match=r"keyframes\.base_width: expected a multiple of the patch 4"):
         keyframe_token_positions(layout, (1, 2, 4))
 
 
@@ -142,7 +142,7 @@ def test_a_keyframe_copy_of_a_clip_frame_is_predicted_like_that_frame():
     )
     sigma = torch.tensor([0.3, 0.8])
     with torch.no_grad():
-        out_video, out_audio = denoiser.network(
+        out_video, _ = denoiser.network(
             packed, audio, video_sigma=sigma, audio_sigma=sigma, condition=condition
         )
         clip, keyframes = unpack_keyframes(out_video, layout)
