@@ -205,3 +205,113 @@ def test_the_denoiser_keeps_padding_at_zero_and_refuses_references():
                 video_positions=torch.zeros(10, 3),
             ),
         )
+
+
+# -- training: the cache keeps full-size keyframe latents, the module trains the joint prediction ----
+
+
+@pytest.fixture(scope="module")
+def keyframe_cache(tmp_path_factory):
+    from skyreels_v4.text import EmbeddedTextEncoder, EmbeddedTextEncoderConfig
+    from skyreels_v4.training import build_latent_cache, world_samples
+    from skyreels_v4.vae import FrameAudioCodec, PixelShuffleVideoCodec
+    from skyreels_v4.world import WorldConfig
+
+    world = WorldConfig(size=32, num_frames=9, sample_rate=16000)
+    video = PixelShuffleVideoCodec(temporal_factor=4, spatial_factor=4)
+    out = tmp_path_factory.mktemp("keyframe-cache")
+    build_latent_cache(
+        world_samples(world, length=4, seed=0),
+        out,
+        video_vae=video,
+        audio_vae=FrameAudioCodec(sample_rate=16000, hop_length=256),
+        text_encoder=EmbeddedTextEncoder(EmbeddedTextEncoderConfig(dim=32)),
+        progress=False,
+        keyframe_scale=2,
+    )
+    return out, world, video
+
+
+def test_the_cache_holds_the_clip_at_1_over_s_and_every_full_size_latent(keyframe_cache):
+    from skyreels_v4.pipeline.refine import resize_pixels
+    from skyreels_v4.training import LatentCache
+    from skyreels_v4.world import ProceduralAVDataset
+
+    folder, world, codec = keyframe_cache
+    cache = LatentCache(folder)
+    assert cache.keyframe_scale == 2
+    item = cache[1]
+    clip = ProceduralAVDataset(world, length=4, seed=0)[1]["video"]
+    assert torch.equal(item["keyframe_latents"], codec.encode(clip[None])[0])  # [C, 3, 8, 8]
+    assert torch.equal(item["video_latents"], codec.encode(resize_pixels(clip, (16, 16))[None])[0])
+    assert item["video_latents"].shape[-2:] == (4, 4) and item["keyframe_latents"].shape[-2:] == (8, 8)
+    assert {(8, 8), (4, 4)} <= set(cache.black_latents)
+
+
+def test_the_module_trains_the_joint_keyframe_prediction(keyframe_cache):
+    from skyreels_v4.training import JointTrainingModule, LatentCache, collate_cache_items
+
+    folder, _, _ = keyframe_cache
+    cache = LatentCache(folder)
+    torch.manual_seed(0)
+    module = JointTrainingModule(
+        video_latent_channels=cache.video_latent_channels,
+        audio_latent_channels=cache.audio_latent_channels,
+        text_dim=cache.text_dim,
+        model_overrides={"num_dual_blocks": 1, "num_single_blocks": 1, "num_refiner_blocks": 1},
+        tasks={"t2av": 1.0},
+        text_dropout=0.0,
+        keyframe_probability=1.0,
+        keyframe_count=2,
+    )
+    module.black_latents = dict(cache.black_latents)
+    batch = collate_cache_items([cache[i] for i in range(4)])
+    prepared = module.prepare_batch(batch, generator=torch.Generator().manual_seed(3))
+    layout = prepared["condition"].keyframes
+    assert layout is not None and layout.count == 2 and (layout.height, layout.width) == (8, 8)
+    assert prepared["video"].shape[2] == 3 + layout.slots  # 2·8·8 = 128 cells = 8 frames of 4·4
+    _, target_keyframes = unpack_keyframes(prepared["video_target"], layout)
+    assert torch.equal(target_keyframes, batch["keyframe_latents"][:, :, list(layout.frame_indices)])
+    _, keyframe_mask = unpack_keyframes(prepared["video_loss_mask"], layout)
+    assert bool((keyframe_mask == 1).all())
+    # Validation and tasks without generated video never pack keyframes.
+    plain = module.prepare_batch(batch, generator=torch.Generator().manual_seed(3), keyframes=False)
+    assert plain["condition"].keyframes is None and plain["video"].shape[2] == 3
+    # The keyframes' own loss falls when the model is fitted to this step (it reads their tokens).
+    optimizer = torch.optim.Adam(module.transformer.parameters(), lr=3e-3)
+
+    def keyframe_loss() -> torch.Tensor:
+        out, _ = module.denoiser.network(
+            prepared["video"],
+            prepared["audio"],
+            video_sigma=prepared["video_sigma"],
+            audio_sigma=prepared["audio_sigma"],
+            condition=prepared["condition"],
+        )
+        return (unpack_keyframes(out, layout)[1] - target_keyframes).square().mean()
+
+    with torch.no_grad():
+        first = float(keyframe_loss())
+    for _ in range(25):
+        optimizer.zero_grad()
+        module.compute_loss(prepared)["loss"].backward()
+        optimizer.step()
+    with torch.no_grad():
+        assert float(keyframe_loss()) < 0.5 * first
+    del batch["keyframe_latents"]
+    with pytest.raises(SkyReelsError, match="keyframe_probability: the batch has no keyframe_latents"):
+        module.prepare_batch(batch, generator=torch.Generator().manual_seed(3))
+    with pytest.raises(SkyReelsError, match="keyframe_count"):
+        JointTrainingModule(video_latent_channels=4, audio_latent_channels=8, keyframe_count=0)
+
+
+def test_the_cache_command_takes_a_keyframe_scale(tmp_path):
+    from skyreels_v4.training import LatentCache
+    from skyreels_v4.training.cache_cli import main
+
+    common = ["--world", "2", "--world-size", "16", "--world-frames", "5", "--no-progress"]
+    assert main([*common, "--output", str(tmp_path / "c"), "--keyframe-scale", "2"]) == 0
+    cache = LatentCache(tmp_path / "c")
+    assert cache.keyframe_scale == 2 and cache[0]["video_latents"].shape[-2:] == (2, 2)
+    with pytest.raises(SkyReelsError, match="keyframe_scale: expected an int >= 2"):
+        main([*common, "--output", str(tmp_path / "d"), "--keyframe-scale", "1"])

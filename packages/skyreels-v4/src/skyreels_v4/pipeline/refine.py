@@ -54,7 +54,7 @@ if TYPE_CHECKING:
     from skyreels_v4.pipeline.output import GenerationOutput
     from skyreels_v4.pipeline.pipeline import PreparedGeneration, SkyReelsV4Pipeline
 
-__all__ = ["RefineConfig", "RefinerComponent", "base_request", "generate_refined"]
+__all__ = ["RefineConfig", "RefinerComponent", "base_request", "generate_refined", "resize_pixels"]
 
 # Tasks whose video is generated and whose conditions the refiner can take at high resolution.
 _REFINABLE = (
@@ -162,7 +162,7 @@ class RefinerComponent:
 # -- the request of the base pass ----------------------------------------------------------------
 
 
-def _resize(pixels: Tensor, size: tuple[int, int]) -> Tensor:
+def resize_pixels(pixels: Tensor, size: tuple[int, int]) -> Tensor:
     """``[3, H, W]`` or ``[3, F, H, W]`` in [-1, 1] -> the same at ``size`` (antialiased bilinear)."""
     frames = pixels[None] if pixels.ndim == 3 else pixels.transpose(0, 1)  # [F, 3, H, W]
     out = torch.nn.functional.interpolate(
@@ -219,7 +219,7 @@ def base_request(pipe: SkyReelsV4Pipeline, request: GenerationRequest) -> Genera
                 f"{name}: with refine_to the inputs have the output size {tuple(target)}, "
                 f"got {tuple(pixels.shape[-2:])}"
             )
-        changes[name] = _resize(pixels, (height, width))
+        changes[name] = resize_pixels(pixels, (height, width))
     if request.edit_mask is not None:
         changes["edit_mask"] = _resize_mask(request.edit_mask, (height, width))
     if request.task in _SOURCE_VIDEO_TASKS:

@@ -407,8 +407,15 @@ def build_latent_cache(
     source: Any = None,
     existing: ExistingCache = ExistingCache.RESUME,
     order: SegmentOrder = SegmentOrder.STANDARD,
+    keyframe_scale: int | None = None,
 ) -> Path:
     """Encode ``samples`` and write the cache into ``out`` (see the module docstring).
+
+    ``keyframe_scale`` s (paper 4.5's joint prediction): the samples are the *high*-resolution clips;
+    the cached clip is each sample resized to ``1/s`` of its size (antialiased bilinear, as the
+    pipeline's base pass sees its inputs), and ``keyframe_latents`` holds every latent frame of the
+    full-size clip, from which training picks the keyframes. The sample's size must be divisible by
+    ``s x spatial factor``.
 
     ``source`` describes where the samples come from (JSON data, e.g. the world's settings or the
     listing's digest); it is part of the fingerprint that decides whether a folder can be resumed.
@@ -424,10 +431,16 @@ def build_latent_cache(
         raise TypeError(f"existing: expected an ExistingCache, got {existing!r}")
     if not isinstance(order, SegmentOrder):
         raise TypeError(f"order: expected a SegmentOrder, got {order!r}")
+    if keyframe_scale is not None and (
+        isinstance(keyframe_scale, bool) or not isinstance(keyframe_scale, int) or keyframe_scale < 2
+    ):
+        raise SkyReelsError(f"keyframe_scale: expected an int >= 2 or None, got {keyframe_scale!r}")
     root = Path(out)
     fingerprint = _fingerprint(
         video_vae, audio_vae, text_encoder, shard_size=shard_size, source=source, order=order
     )
+    if keyframe_scale is not None:  # absent otherwise, so caches made before it still resume
+        fingerprint["keyframe_scale"] = keyframe_scale
     resumed = _prepare_folder(root, fingerprint, existing)
     if resumed is not None and resumed.get("finished"):
         return root
@@ -461,6 +474,8 @@ def build_latent_cache(
         }
         if rows[0]["pooled"] is not None:
             tensors["text_pooled"] = torch.stack([r["pooled"] for r in rows])
+        if rows[0]["keyframes"] is not None:
+            tensors["keyframe_latents"] = torch.stack([r["keyframes"] for r in rows])
         name = f"shard-{len(shards_done):05d}.safetensors"
         save_safetensors(root / name, tensors)
         bucket = buckets[key]
@@ -495,17 +510,26 @@ def build_latent_cache(
             if sample.video.ndim != 4 or sample.video.shape[0] != 3:
                 raise SkyReelsError(f"{where}: expected video [3, F, H, W], got {tuple(sample.video.shape)}")
             _, frames, height, width = sample.video.shape
-            if (frames - 1) % temporal or height % spatial or width % spatial:
+            cell = spatial * (keyframe_scale or 1)
+            if (frames - 1) % temporal or height % cell or width % cell:
                 raise SkyReelsError(
-                    f"{where}: expected 1 + k*{temporal} frames and a size divisible by {spatial} "
-                    f"(the video codec's factors), got {frames} frames of {height}x{width}"
+                    f"{where}: expected 1 + k*{temporal} frames and a size divisible by {cell} "
+                    f"(the video codec's factors{' x keyframe_scale' if keyframe_scale else ''}), "
+                    f"got {frames} frames of {height}x{width}"
                 )
+            pixels, keyframes = sample.video[None].float(), None
+            if keyframe_scale is not None:
+                from skyreels_v4.pipeline.refine import resize_pixels
+
+                keyframes = video_vae.encode(pixels)[0].float().cpu()
+                height, width = height // keyframe_scale, width // keyframe_scale
+                pixels = resize_pixels(sample.video.float(), (height, width))[None]
             try:
                 text = prompt_text(sample.caption, order=order)
             except PromptError as error:
                 raise PromptError(f"{where}: caption: {error}") from error
             key = (frames, height, width)
-            video = video_vae.encode(sample.video[None].float())[0]
+            video = video_vae.encode(pixels)[0]
             audio = audio_vae.encode(sample.audio[None].float(), sample.sample_rate)[0]
             expected = audio_vae.num_latents_for_frames(frames, sample.fps)
             if audio.shape[-1] < expected:
@@ -530,6 +554,7 @@ def build_latent_cache(
                     "audio": audio.float().cpu(),
                     "text_tokens": embedding.tokens[0, :n].float().cpu(),
                     "pooled": None if embedding.pooled is None else embedding.pooled[0].float().cpu(),
+                    "keyframes": keyframes,
                     "meta": {
                         "id": sample.id,
                         "caption": sample.caption,
@@ -552,8 +577,10 @@ def build_latent_cache(
         save_safetensors(root / "empty_prompt.safetensors", empty_tensors)
         blacks = {}
         for _, height, width in buckets:
-            black = video_vae.encode(-torch.ones(1, 3, 1, height, width))[0, :, 0].float().cpu()
-            blacks[f"h{black.shape[-2]}_w{black.shape[-1]}"] = black
+            for scale in (1,) if keyframe_scale is None else (1, keyframe_scale):
+                size = (1, 3, 1, height * scale, width * scale)
+                black = video_vae.encode(-torch.ones(size))[0, :, 0].float().cpu()
+                blacks[f"h{black.shape[-2]}_w{black.shape[-1]}"] = black
         save_safetensors(root / "black_latent.safetensors", blacks)
     items = [
         {**meta, "bucket": shard["bucket"], "shard": shard["file"], "row": row}
@@ -569,6 +596,7 @@ def build_latent_cache(
         "text_dim": int(getattr(text_encoder, "dim", empty.tokens.shape[-1])),
         "temporal_factor": temporal,
         "spatial_factor": spatial,
+        "keyframe_scale": keyframe_scale,
         "audio_sample_rate": int(audio_vae.sample_rate),
         "video_codec": _component_config(video_vae),
         "audio_codec": _component_config(audio_vae),
@@ -625,6 +653,12 @@ class LatentCache:
         return int(self.index["audio_latent_channels"])
 
     @property
+    def keyframe_scale(self) -> int | None:
+        """s when the cache holds full-size ``keyframe_latents`` beside clips at ``1/s`` (else None)."""
+        value = self.index.get("keyframe_scale")
+        return None if value is None else int(value)
+
+    @property
     def text_dim(self) -> int:
         return int(self.empty_prompt.shape[-1])
 
@@ -656,6 +690,8 @@ class LatentCache:
         }
         if "text_pooled" in shard:
             out["pooled_text"] = shard["text_pooled"][row]
+        if "keyframe_latents" in shard:
+            out["keyframe_latents"] = shard["keyframe_latents"][row]
         return out
 
 
@@ -680,6 +716,8 @@ def collate_cache_items(items: list[dict[str, Any]]) -> dict[str, Tensor]:
     }
     if all("pooled_text" in i for i in items):
         batch["pooled_text"] = torch.stack([i["pooled_text"] for i in items])
+    if all("keyframe_latents" in i for i in items):
+        batch["keyframe_latents"] = torch.stack([i["keyframe_latents"] for i in items])
     return batch
 
 

@@ -54,6 +54,14 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="cut clips to this many frames (default: each clip's longest 1 + k*temporal_factor)",
     )
+    parser.add_argument(
+        "--keyframe-scale",
+        type=positive_int,
+        default=None,
+        metavar="S",
+        help="paper 4.5's joint keyframes: cache the clips at 1/S of their size plus every full-size "
+        "latent frame (model.keyframe_probability trains on them)",
+    )
     parser.add_argument("--shard-size", type=positive_int, default=64, help="clips per shard (default 64)")
     parser.add_argument("--seed", type=nonnegative_int, default=0, help="world and embedded-encoder seed")
     world = parser.add_argument_group("procedural world (with --world)")
@@ -168,6 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         total=total,
         source=source,
         existing=existing,
+        keyframe_scale=args.keyframe_scale,
     )
     cache = LatentCache(root)
     shards = sum(len(b["shards"]) for b in cache.buckets.values())

@@ -44,9 +44,11 @@ from skyreels_mmdit_blocks import AVExchangeOrder, JointAudioVideoTransformerCon
 from skyreels_v4.errors import NonFiniteError, SkyReelsError
 from skyreels_v4.model import (
     JointDenoiser,
+    KeyframeLayout,
     ModelCondition,
     PredictionType,
     SkyReelsV4Transformer,
+    pack_keyframes,
     transformer_preset,
 )
 from skyreels_v4.refiner.hparams import as_sampler_config
@@ -138,6 +140,10 @@ def build_transformer_config(
         raise SkyReelsError(f"model config: {error}") from error
 
 
+#: Tasks without joint keyframes: no video generated (v2a, t2a), or video references in the sequence.
+_NO_KEYFRAMES = (JointTask.V2A, JointTask.T2A, TrainingTask.IMAGE_REFERENCE, TrainingTask.VIDEO_REFERENCE)
+
+
 class JointTrainingModule(L.LightningModule):
     """Flow-matching training of ``SkyReelsV4Transformer`` on latent-cache batches (module docstring).
 
@@ -154,6 +160,10 @@ class JointTrainingModule(L.LightningModule):
         av_cross_attention, audio_alignment, exchange_order: the ablation switches.
         init_from: a model folder (``SkyReelsV4Transformer.save_pretrained``) whose weights start this
             stage (Table 1's stage chaining); its config must match.
+        keyframe_probability, keyframe_count: paper 4.5's joint prediction task: with this
+            probability a step that generates video also denoises ``keyframe_count`` high-res keyframes
+            (random latent frames of the clip, from a cache built with ``keyframe_scale``) in the same
+            sequence, with their own loss (``skyreels_v4.model.keyframes``). 0 = never.
     """
 
     def __init__(
@@ -181,6 +191,8 @@ class JointTrainingModule(L.LightningModule):
         exchange_order: str = "sequential",
         init_from: str | None = None,
         seed: int = 0,
+        keyframe_probability: float = 0.0,
+        keyframe_count: int = 1,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -219,7 +231,10 @@ class JointTrainingModule(L.LightningModule):
             )
         )
         self.mixture = parse_task_mixture(tasks or {"t2av": 1.0})
+        if isinstance(keyframe_count, bool) or not isinstance(keyframe_count, int) or keyframe_count < 1:
+            raise SkyReelsError(f"keyframe_count: expected a positive int, got {keyframe_count!r}")
         for name, value, low, high in (
+            ("keyframe_probability", keyframe_probability, 0.0, 1.0),
             ("text_dropout", text_dropout, 0.0, 1.0),
             ("ema_decay", ema_decay, 0.0, 1.0),
             ("learning_rate", learning_rate, 0.0, 10.0),
@@ -286,9 +301,15 @@ class JointTrainingModule(L.LightningModule):
         return torch.Generator().manual_seed(int(self.hparams.seed) * 1_000_003 + salt)
 
     def prepare_batch(
-        self, batch: Mapping[str, Tensor], *, generator: torch.Generator, task: Any | None = None
+        self,
+        batch: Mapping[str, Tensor],
+        *,
+        generator: torch.Generator,
+        task: Any | None = None,
+        keyframes: bool = True,
     ) -> dict[str, Any]:
-        """The step's inputs: noisy states, σ, condition, targets and loss masks (module docstring)."""
+        """The step's inputs: noisy states, σ, condition, targets and loss masks (module docstring).
+        ``keyframes=False`` never adds the joint keyframes (validation compares plain t2av losses)."""
         z_v, z_a = batch["video_latents"].float(), batch["audio_latents"].float()
         text, text_mask = batch["text_tokens"].float(), batch["text_mask"].bool()
         device, b = z_v.device, z_v.shape[0]
@@ -361,21 +382,36 @@ class JointTrainingModule(L.LightningModule):
             black = torch.zeros(c, h, w)
         black = black.to(device).view(1, c, 1, h, w)
         conditional = torch.where(latent_mask.bool(), z_v, black.expand_as(z_v))
-        condition = ModelCondition(
-            text_tokens=text,
-            text_mask=text_mask,
-            conditional_latents=conditional,
-            latent_mask=latent_mask,
-            condition_noise=eps_v,
-            video_given=video_given,
-            audio_given=audio_given,
-            **references,
-        )
         targets = {
             PredictionType.X0: (z_v, z_a),
             PredictionType.NOISE: (eps_v, eps_a),
             PredictionType.VELOCITY: (eps_v - z_v, eps_a - z_a),
         }[self.prediction]
+        video_loss_mask = (video_loss * (1 - latent_mask)).expand(b, 1, t, h, w)
+        condition_noise, layout = eps_v, None
+        joint_keyframes = (
+            keyframes
+            and self.hparams.keyframe_probability > 0
+            and task
+            not in (JointTask.V2A, JointTask.T2A, TrainingTask.IMAGE_REFERENCE, TrainingTask.VIDEO_REFERENCE)
+        )
+        if joint_keyframes and bool(torch.rand(1, generator=generator) < self.hparams.keyframe_probability):
+            x_v, conditional, latent_mask, condition_noise, targets, video_loss_mask, layout = (
+                self._keyframes(
+                    batch, generator, s_v, x_v, conditional, latent_mask, eps_v, targets, video_loss_mask
+                )
+            )
+        condition = ModelCondition(
+            text_tokens=text,
+            text_mask=text_mask,
+            conditional_latents=conditional,
+            latent_mask=latent_mask,
+            condition_noise=condition_noise,
+            video_given=video_given,
+            audio_given=audio_given,
+            keyframes=layout,
+            **references,
+        )
         return {
             "task": task,
             "video": x_v,
@@ -385,9 +421,65 @@ class JointTrainingModule(L.LightningModule):
             "condition": condition,
             "video_target": targets[0],
             "audio_target": targets[1],
-            "video_loss_mask": video_loss * (1 - latent_mask),
+            "video_loss_mask": video_loss_mask,
             "audio_loss_mask": audio_loss,
         }
+
+    def _keyframes(
+        self,
+        batch: Mapping[str, Tensor],
+        generator: torch.Generator,
+        s_v: Tensor,
+        x_v: Tensor,
+        conditional: Tensor,
+        latent_mask: Tensor,
+        eps_v: Tensor,
+        targets: tuple[Tensor, Tensor],
+        video_loss_mask: Tensor,
+    ) -> tuple:
+        """Paper 4.5's joint prediction: ``keyframe_count`` random latent frames of the clip at the high
+        resolution, noisy at the clip's σ, packed after the clip (``skyreels_v4.model.keyframes``);
+        generated (M = 0, I = the high-res black latent) and supervised like the clip."""
+        full = batch.get("keyframe_latents")
+        if full is None:
+            raise SkyReelsError(
+                "keyframe_probability: the batch has no keyframe_latents; build the cache with "
+                "keyframe_scale (skyreels-v4 cache --keyframe-scale S)"
+            )
+        full = full.float().to(x_v.device)
+        b, c, t, h, w = x_v.shape
+        count = min(int(self.hparams.keyframe_count), t)
+        indices = tuple(sorted(torch.randperm(t, generator=generator)[:count].tolist()))
+        z_k = full[:, :, list(indices)]
+        eps_k = torch.randn(z_k.shape, generator=generator).to(x_v.device)
+        x_k = (1 - s_v.view(-1, 1, 1, 1, 1)) * z_k + s_v.view(-1, 1, 1, 1, 1) * eps_k
+        height, width = z_k.shape[-2:]
+        layout = KeyframeLayout(
+            frame_indices=indices,
+            height=int(height),
+            width=int(width),
+            base_frames=t,
+            base_height=h,
+            base_width=w,
+        )
+        black = self.black_latents.get((int(height), int(width)))
+        black = torch.zeros(c, height, width) if black is None else black
+        black = black.to(x_v.device).view(1, c, 1, height, width).expand_as(z_k)
+        zeros = torch.zeros(b, 1, count, height, width, device=x_v.device)
+        target_k = {
+            PredictionType.X0: z_k,
+            PredictionType.NOISE: eps_k,
+            PredictionType.VELOCITY: eps_k - z_k,
+        }[self.prediction]
+        return (
+            pack_keyframes(x_v, x_k, layout),
+            pack_keyframes(conditional, black, layout),
+            pack_keyframes(latent_mask, zeros, layout, fill=1.0),  # padding: kept at I = 0, noise 0
+            pack_keyframes(eps_v, eps_k, layout),
+            (pack_keyframes(targets[0], target_k, layout), targets[1]),
+            pack_keyframes(video_loss_mask, zeros + 1, layout),  # padding: no loss
+            layout,
+        )
 
     def _video_task(self, task: TrainingTask, z_v: Tensor, generator: torch.Generator) -> tuple[Tensor, dict]:
         """Eq. 7's latent mask for an inpainting task, or an in-context reference (eq. 8)."""
@@ -457,7 +549,7 @@ class JointTrainingModule(L.LightningModule):
     def validation_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
         # Fixed draws per batch: comparable across validations (t2av, σ from the run's sampler).
         prepared = self.prepare_batch(
-            batch, generator=self._generator(10_000_000 + batch_idx), task=JointTask.T2AV
+            batch, generator=self._generator(10_000_000 + batch_idx), task=JointTask.T2AV, keyframes=False
         )
         losses = self.compute_loss(prepared)
         b = batch["video_latents"].shape[0]
