@@ -224,3 +224,65 @@ def test_long_clips_refine_every_window_and_extend_the_refined_frames(refined_pi
     other.refiner = _refiner(other, frame_factor=2)
     with pytest.raises(SkyReelsError, match="refine_to: long generation extends the refined frames"):
         other.generate_long(request, total_frames=13, window_frames=9, overlap_frames=5, progress=False)
+
+
+def _spy_refiner_inputs(pipe, monkeypatch) -> list[torch.Tensor]:
+    seen: list[torch.Tensor] = []
+    forward = type(pipe.refiner.refiner).forward
+
+    def spy(self, refiner_input, **kwargs):
+        seen.append(refiner_input.detach().clone())
+        return forward(self, refiner_input, **kwargs)
+
+    monkeypatch.setattr(type(pipe.refiner.refiner), "forward", spy)
+    return seen
+
+
+@pytest.mark.parametrize(("task", "frame_factor"), [("t2av", 1), ("t2v", 2)])
+def test_joint_keyframes_replace_the_interpolated_frames(
+    tiny_pipeline_factory, monkeypatch, task, frame_factor
+):
+    pipe = tiny_pipeline_factory()
+    pipe.refiner = _refiner(pipe, frame_factor=frame_factor)
+    seen = _spy_refiner_inputs(pipe, monkeypatch)
+    out = pipe(PROMPT, task=task, seed=2, refine_to=HI, keyframes=(0, 2), progress=False)
+    c = out.base_video_latents.shape[1]
+    assert out.keyframe_latents.shape == (1, c, 2, HI[0] // 4, HI[1] // 4)
+    assert out.base_video_latents.shape[2:] == (3, 8, 8)
+    # U (the last C channels of the refiner's input) holds the keyframes at their refined frames.
+    for refiner_input in seen:
+        u = refiner_input[:, 2 * c + 1 :]
+        assert torch.equal(u[:, :, [0, 2 * frame_factor]], out.keyframe_latents)
+    # The keyframes were denoised with the clip: not their initial noise, and they change the clip.
+    noise = torch.randn(out.keyframe_latents.shape, generator=torch.Generator().manual_seed(4))
+    assert (out.keyframe_latents - noise).abs().max() > 1e-2
+    plain = pipe(PROMPT, task=task, seed=2, refine_to=HI, progress=False)
+    assert plain.keyframe_latents is None
+    assert (plain.base_video_latents - out.base_video_latents).abs().max() > 1e-5
+    again = pipe(PROMPT, task=task, seed=2, refine_to=HI, keyframes=(0, 2), progress=False)
+    assert torch.equal(again.video_latents, out.video_latents)
+
+
+def test_keyframe_requests_that_cannot_be_done_are_named(refined_pipe, tmp_path, capsys):
+    with pytest.raises(SkyReelsError, match="keyframes: high-res keyframes are generated for the refiner"):
+        GenerationRequest(prompt=PROMPT, keyframes=(0,))
+    with pytest.raises(SkyReelsError, match="keyframes: expected distinct latent frame indices"):
+        GenerationRequest(prompt=PROMPT, refine_to=HI, keyframes=(1, 1))
+    with pytest.raises(
+        SkyReelsError,
+        match=r"keyframes: expected latent frames in \[0, 3\) \(the base clip has 3 latent frames\)",
+    ):
+        refined_pipe(PROMPT, refine_to=HI, keyframes=(3,), progress=False)
+    from skyreels_v4.pipeline.cli import main
+
+    folder = refined_pipe.save_pretrained(tmp_path / "model")
+    code = main(
+        ["--model", str(folder), "--prompt", PROMPT, "--refine", "64x64", "--keyframes", "0,x",
+         "--out", str(tmp_path / "a.mp4")]
+    )  # fmt: skip
+    assert code == 2 and "--keyframes: expected latent frame indices" in capsys.readouterr().err
+    code = main(
+        ["--model", str(folder), "--prompt", PROMPT, "--refine", "64x64", "--keyframes", "0,1",
+         "--steps", "1", "--out", str(tmp_path / "b.mp4"), "--quiet"]
+    )  # fmt: skip
+    assert code == 0 and (tmp_path / "b.mp4").exists()

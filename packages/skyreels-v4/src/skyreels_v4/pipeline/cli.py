@@ -41,6 +41,8 @@ efficient path (paper 4.5, needs a refiner/ in the model folder): the base model
   --height x --width, the refiner upsamples (and interpolates frames) to --refine HxW; pixel inputs
   are then given at HxW
   %(prog)s --model M --prompt "..." --height 32 --width 32 --refine 64x64 --out sharp.mp4
+  with high-res keyframes generated jointly by the base model (a model trained with them):
+  %(prog)s ... --refine 64x64 --keyframes 0,2 --out sharp.mp4
 """
 
 # Request / sampling field -> the flag that sets it (messages name the field first).
@@ -77,6 +79,7 @@ FLAGS = {
     "max_resident": "--offload",
     "refine_to": "--refine",
     "refiner": "--refine",
+    "keyframes": "--keyframes",
 }
 
 
@@ -121,6 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
     size.add_argument("--width", type=int)
     size.add_argument("--fps", type=float)
     size.add_argument("--refine", metavar="HxW", help="refine to this output size (the folder's refiner)")
+    size.add_argument(
+        "--keyframes",
+        metavar="I,J,...",
+        help="with --refine: latent frames the base model also generates at the refined size (paper 4.5)",
+    )
     size.add_argument("--total-frames", type=int, help="long clip: total frames (chained extension)")
     size.add_argument("--window-frames", type=int, help="long clip: frames per window")
     size.add_argument("--overlap-frames", type=int, help="long clip: context frames carried over")
@@ -202,6 +210,14 @@ def _request(args: argparse.Namespace) -> Any:
         if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
             raise UsageError(f"--refine: expected HEIGHTxWIDTH such as 128x128, got {args.refine!r}")
         refine_to = (int(parts[0]), int(parts[1]))
+    keyframes: tuple[int, ...] = ()
+    if args.keyframes is not None:
+        parts = [p.strip() for p in args.keyframes.split(",")]
+        if not parts or not all(p.isdigit() for p in parts):
+            raise UsageError(
+                f"--keyframes: expected latent frame indices such as 0,4,8, got {args.keyframes!r}"
+            )
+        keyframes = tuple(int(p) for p in parts)
     fps = args.fps
     if video_read is not None and fps is None:
         fps = video_read[1]  # the source's own rate
@@ -221,6 +237,7 @@ def _request(args: argparse.Namespace) -> Any:
         edit_mask=None if mask_image is None else mask_image.mean(0) >= 0,
         seed=args.seed,
         refine_to=refine_to,
+        keyframes=keyframes,
         **references,
     )
 

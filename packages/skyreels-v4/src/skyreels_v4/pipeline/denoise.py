@@ -123,13 +123,18 @@ class VideoOnlyDenoiser:
 
 
 def denoiser_for_task(
-    transformer: torch.nn.Module, task: Task, guidance: JointGuidanceConfig
+    transformer: torch.nn.Module,
+    task: Task,
+    guidance: JointGuidanceConfig,
+    *,
+    packed_keyframes: bool = False,
 ) -> tuple[object, JointGuidanceConfig]:
-    """The velocity model for ``task`` and the guidance it needs (no guidance for a held modality)."""
+    """The velocity model for ``task`` and the guidance it needs (no guidance for a held modality).
+    ``packed_keyframes``: the video state carries joint keyframes (only ``JointDenoiser`` reads them)."""
     off = ModalityGuidanceConfig(scale=1.0)
     if task is Task.T2V:
         guidance = replace(guidance, audio=off)
-        if not video_reads_audio(transformer):
+        if not packed_keyframes and not video_reads_audio(transformer):
             return VideoOnlyDenoiser(transformer), guidance
         return HeldModalityDenoiser(JointDenoiser(transformer), hold="audio"), guidance
     if task is Task.T2A:

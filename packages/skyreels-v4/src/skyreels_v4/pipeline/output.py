@@ -32,6 +32,8 @@ class GenerationOutput:
     task: the task that made it.
     base_video_latents: with ``refine_to`` (paper 4.5), the base model's low-resolution latents that the
         refiner read (``video_latents`` are then the refined ones); None otherwise.
+    keyframe_latents: with ``keyframes``, the base model's high-res keyframes ``[1, C, N, h', w']``
+        that replaced the interpolated frames in the refiner's input; None otherwise.
     """
 
     video: Tensor | None
@@ -42,6 +44,7 @@ class GenerationOutput:
     audio_latents: Tensor
     task: str
     base_video_latents: Tensor | None = None
+    keyframe_latents: Tensor | None = None
 
     @property
     def duration_s(self) -> float:

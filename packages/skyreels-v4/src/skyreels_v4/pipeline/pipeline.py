@@ -718,7 +718,12 @@ class SkyReelsV4Pipeline:
         if _structure(prepared.condition) != _structure(prepared.negative):
             # Dropped references: the branches hold different token counts, so they cannot share a batch.
             guidance = replace(guidance, batching=GuidanceBatching.SEQUENTIAL)
-        model, guidance = denoiser_for_task(self.transformer, prepared.request.task, guidance)
+        model, guidance = denoiser_for_task(
+            self.transformer,
+            prepared.request.task,
+            guidance,
+            packed_keyframes=prepared.condition.keyframes is not None,
+        )
         denoiser = JointGuidedDenoiser(
             model,
             condition=prepared.condition,

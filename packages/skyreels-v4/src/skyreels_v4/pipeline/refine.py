@@ -16,9 +16,10 @@ With ``refine_to`` the request's pixel inputs (image, last_image, video, edit_ma
 output size; the base pass sees them resized to ``height x width`` (antialiased bilinear; the mask by
 nearest). Audio is generated once by the base pass and kept.
 
-Not built here: the base model generating extra high-resolution keyframes jointly with the low-res
-sequence (4.5's "joint tokens"): it needs the transformer to denoise reference-like tokens, which it
-does not expose; keyframes come from the task's given frames instead.
+``GenerationRequest(keyframes=(i, j, ...))`` adds 4.5's joint prediction: the base pass also denoises
+the clip's latent frames ``i, j, ...`` at the ``refine_to`` size, in the same sequence as the low-res
+clip (``skyreels_v4.model.keyframes``; a model trained with ``keyframe_probability``), and U holds
+those predicted keyframes in place of the interpolated frames (at refined frame ``k·i``).
 
 ``RefinerComponent`` is the pipeline folder's ``refiner/`` component: the refiner's weights +
 ``config.json`` (its ``VideoRefinerConfig`` and ``RefineConfig``), loaded on the meta device.
@@ -46,6 +47,7 @@ from skyreels_refiner_vsa import (
     refiner_from_base,
 )
 from skyreels_v4.errors import NonFiniteError, SkyReelsError
+from skyreels_v4.model import KeyframeLayout, ModelCondition, pack_keyframes, unpack_keyframes
 from skyreels_v4.model.config_io import from_plain, to_plain
 from skyreels_v4.model.weights import build_and_load, read_component_config, save_component
 from skyreels_v4.pipeline.request import GenerationRequest, Task
@@ -54,7 +56,14 @@ if TYPE_CHECKING:
     from skyreels_v4.pipeline.output import GenerationOutput
     from skyreels_v4.pipeline.pipeline import PreparedGeneration, SkyReelsV4Pipeline
 
-__all__ = ["RefineConfig", "RefinerComponent", "base_request", "generate_refined", "resize_pixels"]
+__all__ = [
+    "RefineConfig",
+    "RefinerComponent",
+    "base_request",
+    "generate_refined",
+    "resize_pixels",
+    "with_keyframes",
+]
 
 # Tasks whose video is generated and whose conditions the refiner can take at high resolution.
 _REFINABLE = (
@@ -209,7 +218,7 @@ def base_request(pipe: SkyReelsV4Pipeline, request: GenerationRequest) -> Genera
             f"refine_to: expected a size at least the base size {height}x{width} (height x width), "
             f"got {target[0]}x{target[1]}"
         )
-    changes: dict[str, Any] = {"refine_to": None, "height": height, "width": width}
+    changes: dict[str, Any] = {"refine_to": None, "keyframes": (), "height": height, "width": width}
     for name in ("image", "last_image", "video"):
         pixels = getattr(request, name)
         if pixels is None:
@@ -250,9 +259,11 @@ def refine_latents(
     low_res: Tensor,
     *,
     progress: bool = True,
+    keyframes: tuple[tuple[int, ...], Tensor] | None = None,
 ) -> tuple[Tensor, int]:
     """Sample the high-res latents ``[1, C, T', h', w']`` from the base output ``low_res``; returns them
-    and the output frame count."""
+    and the output frame count. ``keyframes``: the base model's high-res keyframes (their low-res
+    latent frames, ``[1, C, N, h', w']``), which replace the interpolated frames in U."""
     component: RefinerComponent = pipe.refiner
     refiner, config, vae = component.refiner, component.config, pipe.video_vae
     device, dtype = pipe.device, next(refiner.parameters()).dtype
@@ -271,6 +282,8 @@ def refine_latents(
         low_res.float(),
         size=grid,
         black_latent=black,
+        keyframe_latents=None if keyframes is None else keyframes[1].float(),
+        keyframe_indices=() if keyframes is None else tuple(k * i for i in keyframes[0]),
         source_latents=exact,
         keep_mask=None if keep is None else keep.expand(1, 1, *grid).contiguous(),
     )
@@ -326,9 +339,18 @@ def generate_refined(
     """Base pass at ``height x width`` (video + audio), refiner to ``refine_to``, decode (module doc)."""
     low_request = base_request(pipe, request)
     prepared = pipe.prepare(low_request, sampling=sampling)
+    layout = None
+    if request.keyframes:
+        prepared, layout = with_keyframes(pipe, request, prepared)
     video, audio = pipe.sample(prepared, sampling=sampling, callback=callback, progress=progress)
+    keyframes = None
+    if layout is not None:
+        video, predicted = unpack_keyframes(video, layout)
+        keyframes = (layout.frame_indices, predicted)
     with pipe._onloaded(pipe.video_vae):
-        high_res, frames = refine_latents(pipe, request, prepared, video, progress=progress)
+        high_res, frames = refine_latents(
+            pipe, request, prepared, video, progress=progress, keyframes=keyframes
+        )
     k = pipe.refiner.config.frame_factor
     fps = prepared.fps * k
     samples = prepared.num_audio_samples
@@ -344,4 +366,62 @@ def generate_refined(
         num_audio_samples=samples,
     )
     output = pipe.decode(refined, high_res, audio)
-    return replace(output, base_video_latents=video.cpu())
+    return replace(
+        output,
+        base_video_latents=video.cpu(),
+        keyframe_latents=None if keyframes is None else keyframes[1].cpu(),
+    )
+
+
+def with_keyframes(
+    pipe: SkyReelsV4Pipeline, request: GenerationRequest, prepared: PreparedGeneration
+) -> tuple[PreparedGeneration, KeyframeLayout]:
+    """The base pass with ``request.keyframes`` generated jointly at the ``refine_to`` size: the noise,
+    I (the high-res black latent), M (0) and ε₀ of the keyframes packed after the clip's
+    (``skyreels_v4.model.keyframes``); keyframe noise from seed + 2 (the refiner uses seed + 1)."""
+    vae = pipe.video_vae
+    _, channels, frames, height, width = prepared.video_noise.shape
+    target = request.refine_to
+    if prepared.condition.video_reference is not None:
+        raise SkyReelsError(
+            "keyframes: joint keyframes do not combine with video references (@image_N / @video_N) yet"
+        )
+    if not all(0 <= i < frames for i in request.keyframes):
+        raise SkyReelsError(
+            f"keyframes: expected latent frames in [0, {frames}) (the base clip has {frames} latent "
+            f"frames), got {request.keyframes!r}"
+        )
+    layout = KeyframeLayout(
+        frame_indices=tuple(request.keyframes),
+        height=target[0] // vae.spatial_factor,
+        width=target[1] // vae.spatial_factor,
+        base_frames=frames,
+        base_height=height,
+        base_width=width,
+    )
+    device, dtype = prepared.video_noise.device, prepared.video_noise.dtype
+    with torch.no_grad():
+        black = vae.encode(torch.full((1, 3, 1, *target), -1.0, device=pipe.device)).float()
+    shape = (1, channels, layout.count, layout.height, layout.width)
+    black = black.to(device=device, dtype=dtype).expand(shape)
+    generator = torch.Generator().manual_seed((request.seed + 2) % 2**63)
+    noise = torch.randn(shape, generator=generator).to(device=device, dtype=dtype)
+    zeros = torch.zeros(1, 1, *shape[2:], device=device, dtype=dtype)
+
+    def packed(c: ModelCondition) -> ModelCondition:
+        n = c.conditional_latents.shape[0]
+        return replace(
+            c,
+            conditional_latents=pack_keyframes(c.conditional_latents, black.expand(n, *shape[1:]), layout),
+            latent_mask=pack_keyframes(c.latent_mask, zeros.expand(n, *zeros.shape[1:]), layout, fill=1.0),
+            condition_noise=pack_keyframes(c.condition_noise, noise.expand(n, *shape[1:]), layout),
+            keyframes=layout,
+        )
+
+    prepared = replace(
+        prepared,
+        video_noise=pack_keyframes(prepared.video_noise, noise, layout),
+        condition=packed(prepared.condition),
+        negative=packed(prepared.negative),
+    )
+    return prepared, layout

@@ -91,6 +91,10 @@ class GenerationRequest:
             ``height x width``, the pipeline's refiner upsamples (and, with its ``frame_factor``,
             interpolates frames) to ``H x W``; pixel inputs are then given at ``H x W``
             (``skyreels_v4.pipeline.refine``). None = no refinement.
+        keyframes: latent frames of the base clip that the base model also generates at the
+            ``refine_to`` size, jointly with the low-res clip (paper 4.5's joint prediction; a model
+            trained with ``keyframe_probability``); the refiner then reads them in place of the
+            interpolated frames. Needs ``refine_to``. () = none.
     """
 
     prompt: str
@@ -111,6 +115,7 @@ class GenerationRequest:
     reference_audios: tuple[Tensor, ...] = field(default=())
     seed: int = 0
     refine_to: tuple[int, int] | None = None
+    keyframes: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         try:
@@ -127,6 +132,8 @@ class GenerationRequest:
             object.__setattr__(self, name, tuple(value))
         if isinstance(self.refine_to, list):
             object.__setattr__(self, "refine_to", tuple(self.refine_to))
+        if isinstance(self.keyframes, list):
+            object.__setattr__(self, "keyframes", tuple(self.keyframes))
         self.validate()
 
     def validate(self) -> None:
@@ -153,6 +160,18 @@ class GenerationRequest:
         ):
             raise SkyReelsError(
                 f"refine_to: expected (height, width), two positive ints, got {self.refine_to!r}"
+            )
+        if (
+            not isinstance(self.keyframes, tuple)
+            or any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in self.keyframes)
+            or len(set(self.keyframes)) != len(self.keyframes)
+        ):
+            raise SkyReelsError(
+                f"keyframes: expected distinct latent frame indices >= 0, got {self.keyframes!r}"
+            )
+        if self.keyframes and self.refine_to is None:
+            raise SkyReelsError(
+                "keyframes: high-res keyframes are generated for the refiner; give refine_to as well"
             )
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
             raise SkyReelsError(f"seed: expected an int in [0, 2**63), got {self.seed!r}")
