@@ -9,8 +9,12 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
+
+if TYPE_CHECKING:
+    from skyreels_v4.pipeline.pipeline import SkyReelsV4Pipeline
 
 PROG = "skyreels-v4 generate"
 
@@ -258,7 +262,11 @@ def _flagged(error: BaseException) -> str:
     return text
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(
+    args: argparse.Namespace,
+    on_load: Callable[[SkyReelsV4Pipeline], None] | None = None,
+    writes: bool = True,
+) -> int:
     import torch
 
     from skyreels_v4.errors import FileFormatError
@@ -291,6 +299,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.int8:
         pipe.quantize_int8()
     pipe.enable_offload(args.offload, device=device)
+    if on_load is not None:
+        on_load(pipe)
     changes = {
         "num_steps": args.steps,
         "video_guidance": args.video_guidance,
@@ -317,18 +327,27 @@ def _run(args: argparse.Namespace) -> int:
         output = clip.output
     else:
         output = pipe(request, sampling=sampling, progress=not args.quiet)
-    path = output.save(out, wav=args.wav)
-    print(f"wrote {path} ({output.duration_s:.2f} s)")
+    if writes:
+        path = output.save(out, wav=args.wav)
+        print(f"wrote {path} ({output.duration_s:.2f} s)")
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(
+    argv: list[str] | None = None,
+    *,
+    on_load: Callable[[SkyReelsV4Pipeline], None] | None = None,
+    writes: bool = True,
+) -> int:
+    """``skyreels-v4 generate``. ``on_load(pipe)`` runs once the folder is loaded (e.g. to apply
+    sequence parallelism, ``skyreels_v4.scale.generate``); ``writes=False`` generates without writing
+    (the other ranks of a distributed run)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default")
-            return _run(args)
+            return _run(args, on_load, writes)
     except UsageError as error:
         message = str(error)
     except (ValueError, TypeError) as error:  # typed errors of the request, prompt, sampling or pipeline

@@ -96,36 +96,22 @@ def _rank_device(argv: list[str]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     """``skyreels-v4 generate`` under torchrun: SP over all ranks, rank 0 writes and prints."""
     from skyreels_v4.pipeline import cli
-    from skyreels_v4.pipeline.output import GenerationOutput
-    from skyreels_v4.pipeline.pipeline import SkyReelsV4Pipeline
 
     argv = _rank_device(sys.argv[1:] if argv is None else argv)
     if not init_from_environment():
         return cli.main(argv)  # one process: the plain command
     rank = dist.get_rank()
-    original_loader, saver = SkyReelsV4Pipeline.__dict__["from_pretrained"], GenerationOutput.save
-    loader = SkyReelsV4Pipeline.from_pretrained
-
-    def load(*args: Any, **kwargs: Any) -> Any:
-        pipe = loader(*args, **kwargs)
-        apply_sequence_parallel(pipe.transformer, dist.group.WORLD)
-        return pipe
-
-    def save(self: Any, path: Any, **kwargs: Any) -> Path:
-        if rank == 0:
-            written = saver(self, path, **kwargs)
-        dist.barrier()
-        return written if rank == 0 else Path(path)
-
-    SkyReelsV4Pipeline.from_pretrained = load  # type: ignore[method-assign]
-    GenerationOutput.save = save  # type: ignore[method-assign]
     quiet = contextlib.nullcontext() if rank == 0 else contextlib.redirect_stdout(io.StringIO())
     try:
         with quiet:
-            return cli.main(argv)
+            code = cli.main(
+                argv,
+                on_load=lambda pipe: apply_sequence_parallel(pipe.transformer, dist.group.WORLD),
+                writes=rank == 0,
+            )
+        dist.barrier()  # the file is complete before any rank returns
+        return code
     finally:
-        SkyReelsV4Pipeline.from_pretrained = original_loader  # type: ignore[method-assign]
-        GenerationOutput.save = saver  # type: ignore[method-assign]
         dist.destroy_process_group()
 
 
