@@ -264,18 +264,28 @@ class JointDenoiser:
         video_sigma = torch.where(c.video_given, zero, video_sigma)
         audio_sigma = torch.where(c.audio_given, zero, audio_sigma)
         dtype = next(self.transformer.parameters()).dtype
-        if c.keyframes is not None:
-            return self._network_with_keyframes(
-                video_latents, audio_latents, video_sigma, audio_sigma, c, dtype
-            )
-        video_in = torch.cat(
-            [
-                video_latents,
-                c.conditional_latents.to(video_latents.dtype),
-                c.latent_mask.to(video_latents.dtype),
-            ],
-            dim=1,
-        )
+        layout, patch = c.keyframes, tuple(self.transformer.config.video.patch_size)
+        states = (video_latents, c.conditional_latents, c.latent_mask)
+        if layout is None:
+            video_in = torch.cat([t.to(video_latents.dtype) for t in states], dim=1)
+            video = {
+                "video_reference_latents": None if c.video_reference is None else c.video_reference.to(dtype),
+                "video_positions": c.video_positions,
+                "video_key_mask": c.video_key_mask,
+            }
+        else:  # the packed state (clip + keyframe slots): keyframes as denoised reference-like tokens
+            if c.video_reference is not None or c.video_positions is not None:
+                raise SkyReelsError(
+                    "keyframes: joint keyframes do not combine with video references (in-context images "
+                    "or clips) yet; drop one of them"
+                )
+            parts = [unpack_keyframes(t.to(video_latents.dtype), layout) for t in states]
+            video_in = torch.cat([p[0] for p in parts], dim=1)
+            video = {
+                "video_reference_latents": torch.cat([p[1] for p in parts], dim=1).to(dtype),
+                "video_positions": keyframe_token_positions(layout, patch).to(video_latents.device),
+                "return_video_reference": True,
+            }
         out = self.transformer(
             video_in.to(dtype),
             audio_latents.to(dtype),
@@ -285,55 +295,15 @@ class JointDenoiser:
             text_mask=c.text_mask,
             pooled_text=None if c.pooled_text is None else c.pooled_text.to(dtype),
             guidance=c.guidance,
-            video_reference_latents=None if c.video_reference is None else c.video_reference.to(dtype),
             audio_reference_latents=None if c.audio_reference is None else c.audio_reference.to(dtype),
-            video_positions=c.video_positions,
-            video_key_mask=c.video_key_mask,
+            **video,
         )
-        return out.video.to(video_latents.dtype), out.audio.to(audio_latents.dtype)
-
-    def _network_with_keyframes(
-        self,
-        video_latents: Tensor,
-        audio_latents: Tensor,
-        video_sigma: Tensor,
-        audio_sigma: Tensor,
-        c: ModelCondition,
-        dtype: torch.dtype,
-    ) -> tuple[Tensor, Tensor]:
-        """The packed state (clip + keyframe slots): keyframes as denoised reference-like tokens."""
-        layout = c.keyframes
-        assert layout is not None
-        if c.video_reference is not None or c.video_positions is not None:
-            raise SkyReelsError(
-                "keyframes: joint keyframes do not combine with video references (in-context images or "
-                "clips) yet; drop one of them"
-            )
-        patch = tuple(self.transformer.config.video.patch_size)
-        parts = [
-            unpack_keyframes(t.to(video_latents.dtype), layout)
-            for t in (video_latents, c.conditional_latents, c.latent_mask)
-        ]
-        video_in = torch.cat([p[0] for p in parts], dim=1)
-        keyframes_in = torch.cat([p[1] for p in parts], dim=1)
-        out = self.transformer(
-            video_in.to(dtype),
-            audio_latents.to(dtype),
-            timestep=sigma_to_timestep(video_sigma).to(dtype),
-            audio_timestep=sigma_to_timestep(audio_sigma).to(dtype),
-            text_tokens=c.text_tokens.to(dtype),
-            text_mask=c.text_mask,
-            pooled_text=None if c.pooled_text is None else c.pooled_text.to(dtype),
-            guidance=c.guidance,
-            video_reference_latents=keyframes_in.to(dtype),
-            audio_reference_latents=None if c.audio_reference is None else c.audio_reference.to(dtype),
-            video_positions=keyframe_token_positions(layout, patch).to(video_latents.device),
-            return_video_reference=True,
-        )
-        grid = VideoGrid(layout.count, layout.height // patch[1], layout.width // patch[2])
-        keyframes = unpatchify_video(out.video_reference, grid, patch)
-        packed = pack_keyframes(out.video.to(video_latents.dtype), keyframes, layout)
-        return packed, out.audio.to(audio_latents.dtype)
+        out_video, out_audio = out.video.to(video_latents.dtype), out.audio.to(audio_latents.dtype)
+        if layout is not None:
+            grid = VideoGrid(layout.count, layout.height // patch[1], layout.width // patch[2])
+            keyframes = unpatchify_video(out.video_reference, grid, patch)
+            out_video = pack_keyframes(out_video, keyframes, layout)
+        return out_video, out_audio
 
     def raw(
         self,
