@@ -111,6 +111,17 @@ def test_bucket_sampler_is_deterministic_and_resumes_mid_epoch(cache_dir):
         BucketBatchSampler(cache, batch_size=3, seed=6).load_state_dict(state)
 
 
+def test_an_epoch_taken_whole_without_exhausting_the_iterator_is_over(cache_dir):
+    # Lightning takes len(sampler) batches and never asks for one more: the next epoch must not be empty.
+    cache = LatentCache(cache_dir)
+    reference = BucketBatchSampler(cache, batch_size=3, seed=5)
+    epochs = [list(reference) for _ in range(3)]
+    sampler = BucketBatchSampler(cache, batch_size=3, seed=5)
+    for epoch in epochs:
+        iterator = iter(sampler)
+        assert [next(iterator) for _ in range(len(sampler))] == epoch
+
+
 def test_bucket_sampler_shards_over_data_parallel_replicas(cache_dir):
     cache = LatentCache(cache_dir)
     whole = list(BucketBatchSampler(cache, batch_size=2, seed=5))  # 6 batches

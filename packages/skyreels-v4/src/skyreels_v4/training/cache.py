@@ -790,6 +790,11 @@ class BucketBatchSampler:
 
     def __iter__(self) -> Iterator[list[int]]:
         batches = self._batches(self.epoch)
+        if self.served >= len(batches):
+            # The last epoch was handed out whole, but its iterator was not run past the end (a loop
+            # that stops after len(self) batches, as Lightning's does): that epoch is over.
+            self.epoch, self.served = self.epoch + 1, 0
+            batches = self._batches(self.epoch)
         start = self.served
         for batch in batches[start:]:
             self.served += 1
