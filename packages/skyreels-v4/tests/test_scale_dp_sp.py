@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from skyreels_mmdit_blocks import JointAudioVideoTransformer, joint_preset
+import scale_fixtures
 from skyreels_v4.scale.lightning import data_parallel_rank
 from skyreels_v4.scale.parallelize import (
     ActivationCheckpointing,
@@ -29,30 +29,6 @@ from skyreels_v4.scale.parallelize import (
     build_device_mesh,
     parallelize,
 )
-
-
-def make_model() -> JointAudioVideoTransformer:
-    torch.manual_seed(0)
-    model = JointAudioVideoTransformer(joint_preset("tiny"))
-    with torch.no_grad():  # zero-initialised exchanges / cross-attentions would hide errors
-        for p in model.parameters():
-            if not p.any():
-                p.normal_(std=0.05)
-    return model
-
-
-def make_batch(config) -> dict:
-    g = torch.Generator().manual_seed(1)
-    c_v, c_a = config.video.in_channels, config.audio.in_channels
-    return {
-        "video_latents": torch.randn(2, c_v, 3, 2, 6, generator=g),
-        "audio_latents": torch.randn(2, c_a, 11, generator=g),
-        "timestep": torch.tensor([300.0, 700.0]),
-        "text_tokens": torch.randn(2, 5, config.video.text_dim, generator=g),
-        "text_mask": torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]),
-        "video_reference_latents": torch.randn(2, c_v, 1, 4, 4, generator=g),
-        "audio_reference_latents": torch.randn(2, c_a, 3, generator=g),
-    }
 
 
 def make_targets(config) -> tuple[torch.Tensor, torch.Tensor]:
@@ -76,9 +52,9 @@ def _worker(rank: int, world: int, init_file: str, dims: tuple[int, int, int], a
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         torch.set_num_threads(1)
-        reference = make_model()
+        reference = scale_fixtures.make_model()
         model = copy.deepcopy(reference)
-        batch, targets = make_batch(reference.config), make_targets(reference.config)
+        batch, targets = scale_fixtures.make_inputs(reference.config), make_targets(reference.config)
         ref_opt = torch.optim.AdamW(reference.parameters(), lr=1e-3)
         ref_loss = loss_on(reference, batch, targets, slice(0, 2))
         ref_loss.backward()

@@ -79,3 +79,79 @@ def test_errors_and_device_per_rank(monkeypatch):
     assert _rank_device(["--device", "cuda", "--x"]) == ["--device", "cuda:3", "--x"]
     assert _rank_device(["--device=cuda"]) == ["--device=cuda:3"]
     assert _rank_device(["--device", "cpu"]) == ["--device", "cpu"]
+
+
+def _guidance_worker(rank: int, world: int, port: int, folder: str, model: str) -> None:
+    import copy
+
+    import scale_fixtures
+    from skyreels_v4.scale.guidance_parallel import apply_guidance_parallel, generation_groups
+
+    os.environ.update(
+        {"WORLD_SIZE": str(world), "RANK": str(rank), "LOCAL_RANK": str(rank), "MASTER_ADDR": "127.0.0.1",
+         "MASTER_PORT": str(port)}
+    )  # fmt: skip
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo")
+    result = {}
+    # The pipeline: guidance on both modalities stacks cond + uncond (batch 2); each rank runs one.
+    request = {"prompt": "A red circle moves right. Audio: a low hum.", "task": "t2av", "seed": 3}
+    reference = build_tiny_pipeline()(progress=False, **request)
+    pipe = build_tiny_pipeline()
+    seen = []
+    output = sequence_parallel_generate(pipe, guidance_parallel=2, progress=False, **request)
+    pipe.transformer.register_forward_pre_hook(
+        lambda m, a, k: seen.append(int(a[0].shape[0])), with_kwargs=True
+    )
+    again = sequence_parallel_generate(pipe, progress=False, **request)  # parallelism kept, not re-applied
+    result["video"] = _relative(output.video_latents, reference.video_latents)
+    result["audio"] = _relative(output.audio_latents, reference.audio_latents)
+    result["again"] = _relative(again.video_latents, reference.video_latents)
+    result["seen"] = sorted(set(seen))
+    # A batch of 3 over 2 ranks (padded, then cut), with references and a 3-d keyword input.
+    model_ = scale_fixtures.make_model()
+    inputs = scale_fixtures.make_inputs(model_.config)
+    inputs = {k: torch.cat([v, v[:1] * 0.5 if v.is_floating_point() else v[:1]]) for k, v in inputs.items()}
+    plain = model_(**inputs)
+    split = apply_guidance_parallel(copy.deepcopy(model_), dist.group.WORLD)(**inputs)
+    result["batch3"] = max(_relative(a, b) for a, b in zip(split, plain, strict=True))
+    result["batch3_shapes"] = [tuple(t.shape) for t in split] == [tuple(t.shape) for t in plain]
+    try:
+        generation_groups(3)
+    except ValueError as error:
+        result["error"] = str(error)
+    out = str(Path(folder) / "cfg.mp4")
+    status = main(["--guidance-parallel", "2", "--model", model, "--prompt", request["prompt"],
+                   "--out", out, "--steps", "1", "--seed", "0", "--quiet"])  # fmt: skip
+    result["status"] = status
+    torch.save(result, Path(folder) / f"rank{rank}.pt")
+
+
+def test_guidance_branches_split_over_two_ranks_give_the_one_process_latents(tmp_path, tiny_folder):
+    mp.spawn(_guidance_worker, args=(2, _free_port(), str(tmp_path), str(tiny_folder)), nprocs=2, join=True)
+    for rank in range(2):
+        r = torch.load(tmp_path / f"rank{rank}.pt", weights_only=False)
+        assert r["video"] < 1e-5 and r["audio"] < 1e-5 and r["again"] < 1e-5
+        assert r["seen"] == [1]  # cond and uncond (batch 2) split: one sample per rank per call
+        assert r["batch3"] < 1e-5 and r["batch3_shapes"]
+        assert "guidance_parallel" in r["error"] and "world size 2" in r["error"]
+        assert r["status"] == 0
+    assert (tmp_path / "cfg.mp4").stat().st_size > 0
+
+
+def test_guidance_parallel_defaults_and_flag():
+    from skyreels_v4.scale.generate import _guidance_parallel_flag
+    from skyreels_v4.scale.guidance_parallel import default_guidance_parallel
+
+    # sp takes the largest size dividing both the world and the heads; the rest split guidance.
+    assert [default_guidance_parallel(w, 4) for w in (1, 2, 4, 8, 6, 3)] == [1, 1, 1, 2, 3, 3]
+    assert default_guidance_parallel(8, 24) == 1
+    with pytest.raises(ValueError, match="world_size"):
+        default_guidance_parallel(0, 4)
+    assert _guidance_parallel_flag(["--guidance-parallel", "2", "--x"]) == (2, ["--x"])
+    assert _guidance_parallel_flag(["--guidance-parallel=4"]) == (4, [])
+    assert _guidance_parallel_flag(["--x"]) == (None, ["--x"])
+    for bad in (["--guidance-parallel", "0"], ["--guidance-parallel"], ["--guidance-parallel=two"]):
+        with pytest.raises(ValueError, match="--guidance-parallel"):
+            _guidance_parallel_flag(bad)
+    assert main(["--guidance-parallel", "0", "--model", "x"]) == 2

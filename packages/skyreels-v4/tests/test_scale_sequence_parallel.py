@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from skyreels_mmdit_blocks import JointAudioVideoTransformer, joint_preset
+import scale_fixtures
 from skyreels_v4.scale.parallelize import (
     ActivationCheckpointing,
     MixedPrecision,
@@ -35,28 +35,8 @@ from skyreels_v4.scale.sequence_parallel import (
 )
 
 
-def make_model() -> JointAudioVideoTransformer:
-    torch.manual_seed(0)
-    model = JointAudioVideoTransformer(joint_preset("tiny"))
-    with torch.no_grad():  # zero-initialised exchanges / cross-attentions would hide errors in eq. 4-5
-        for p in model.parameters():
-            if not p.any():
-                p.normal_(std=0.05)
-    return model
-
-
 def make_inputs(config, *, key_mask: bool) -> dict:
-    g = torch.Generator().manual_seed(1)
-    c_v, c_a = config.video.in_channels, config.audio.in_channels
-    inputs = {
-        "video_latents": torch.randn(2, c_v, 3, 2, 6, generator=g),  # 3·1·3 = 9 generated tokens
-        "audio_latents": torch.randn(2, c_a, 11, generator=g),
-        "timestep": torch.tensor([300.0, 700.0]),
-        "text_tokens": torch.randn(2, 5, config.video.text_dim, generator=g),
-        "text_mask": torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]),
-        "video_reference_latents": torch.randn(2, c_v, 1, 4, 4, generator=g),  # 4 reference tokens
-        "audio_reference_latents": torch.randn(2, c_a, 3, generator=g),
-    }
+    inputs = scale_fixtures.make_inputs(config)
     if key_mask:
         keys = torch.ones(2, 13, dtype=torch.bool)
         keys[0, 1] = False  # a padding-only reference token in sample 0: not a prefix -> dense mask
@@ -75,7 +55,7 @@ def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def _sp_case(rank: int, world: int, key_mask: bool) -> dict:
-    reference = make_model()
+    reference = scale_fixtures.make_model()
     model = apply_sequence_parallel(copy.deepcopy(reference), dist.group.WORLD)
     inputs = make_inputs(reference.config, key_mask=key_mask)
     ref_out = reference(**inputs)
@@ -96,7 +76,7 @@ def _sp_case(rank: int, world: int, key_mask: bool) -> dict:
 
 
 def _fsdp_sp_case(rank: int, world: int) -> dict:
-    reference = make_model()
+    reference = scale_fixtures.make_model()
     model = copy.deepcopy(reference)
     inputs = make_inputs(reference.config, key_mask=False)
     ref_loss = loss_of(reference(**inputs))
@@ -153,7 +133,7 @@ def test_sp2_under_fsdp_with_checkpointing_matches_one_process(two_rank_results)
 
 
 def test_bad_arguments():
-    model = make_model()
+    model = scale_fixtures.make_model()
     with pytest.raises(TypeError, match="model must be a JointAudioVideoTransformer"):
         apply_sequence_parallel(torch.nn.Linear(2, 2), None)  # type: ignore[arg-type]
     with pytest.raises(RuntimeError, match=r"torch\.distributed"):

@@ -1,9 +1,11 @@
 """Beyond one machine (issue 15): the memory/FLOP planner, ``parallelize`` (FSDP2/HSDP, mixed
 precision, activation checkpointing, regional compile), the device mesh, a Lightning strategy and
-sharded checkpoints. Paper sections 3.1 (the model scaled) and 4.5 (the efficient 1080p path)."""
+sharded checkpoints, guidance branches split over spare ranks in generation. Paper sections 3.1 (the
+model scaled) and 4.5 (the efficient 1080p path)."""
 
 from skyreels_v4.scale.activations import ActivationMemory, activation_memory
 from skyreels_v4.scale.checkpoint import export_pretrained, load_sharded, save_sharded
+from skyreels_v4.scale.guidance_parallel import apply_guidance_parallel
 from skyreels_v4.scale.parallelize import (
     ActivationCheckpointing,
     CompileMode,
@@ -24,6 +26,7 @@ __all__ = [
     "ParallelLayout",
     "Plan",
     "activation_memory",
+    "apply_guidance_parallel",
     "apply_sequence_parallel",
     "build_device_mesh",
     "clip_tokens",

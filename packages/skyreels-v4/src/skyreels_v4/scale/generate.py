@@ -14,11 +14,17 @@ Command line (the ``skyreels-v4 generate`` arguments, unchanged)::
         --out clip.mp4 --device cuda
 
 ``--device cuda`` becomes ``cuda:<LOCAL_RANK>`` on each rank; on CPU the group uses gloo.
-Not done: splitting guidance branches over spare ranks (every rank runs all branches).
+
+Spare ranks split the guidance branches (:mod:`skyreels_v4.scale.guidance_parallel`): sequence
+parallelism takes the largest size that divides both the world size and the video heads, and the
+ranks left over (``world / sp``) each run a slice of the stacked conditional / unconditional batch.
+``--guidance-parallel N`` (torchrun only, before the ``generate`` arguments) sets that number instead:
+sp = world / N.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
 import os
@@ -29,9 +35,15 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from skyreels_v4.scale.guidance_parallel import (
+    GenerationGroups,
+    apply_guidance_parallel,
+    default_guidance_parallel,
+    generation_groups,
+)
 from skyreels_v4.scale.sequence_parallel import apply_sequence_parallel, sequence_parallel_group
 
-__all__ = ["init_from_environment", "main", "sequence_parallel_generate"]
+__all__ = ["apply_generation_parallel", "init_from_environment", "main", "sequence_parallel_generate"]
 
 
 def init_from_environment(backend: str | None = None) -> bool:
@@ -50,27 +62,53 @@ def init_from_environment(backend: str | None = None) -> bool:
     return True
 
 
+def apply_generation_parallel(transformer: Any, guidance_parallel: int | None = None) -> GenerationGroups:
+    """Split all ranks into the ``guidance x sp`` grid and apply both parallelisms to ``transformer``,
+    in place. ``guidance_parallel`` None: the ranks that sequence parallelism cannot use
+    (:func:`default_guidance_parallel`). Collective."""
+    if not dist.is_initialized():
+        raise RuntimeError("apply_generation_parallel needs torch.distributed initialised (torchrun)")
+    if guidance_parallel is None:
+        guidance_parallel = default_guidance_parallel(
+            dist.get_world_size(), transformer.config.video.num_heads
+        )
+    groups = generation_groups(guidance_parallel)
+    apply_sequence_parallel(transformer, groups.sequence)
+    apply_guidance_parallel(transformer, groups.guidance)
+    return groups
+
+
 def sequence_parallel_generate(
     pipe: Any,
     request: Any = None,
     *,
     group: dist.ProcessGroup | None = None,
+    guidance_parallel: int | None = None,
     out: str | os.PathLike[str] | None = None,
     wav: bool = False,
     **kwargs: Any,
 ) -> Any:
-    """``pipe(request, **kwargs)`` with the transformer's video tokens sharded over ``group`` (default:
-    all ranks); writes ``out`` from rank 0 only. Collective: every rank calls it with the same request.
-    Returns the ``GenerationOutput`` (identical on every rank)."""
+    """``pipe(request, **kwargs)`` over all ranks; writes ``out`` from rank 0 only. Collective: every rank
+    calls it with the same request. Returns the ``GenerationOutput`` (identical on every rank).
+
+    ``group`` given: the video tokens are sharded over it (Ulysses) and nothing else. Otherwise the
+    ranks form the ``guidance x sp`` grid of :func:`apply_generation_parallel` (``guidance_parallel``
+    None: as many guidance slices as sequence parallelism leaves spare ranks). The first call applies
+    the parallelism to ``pipe.transformer``; later calls reuse it."""
     if not dist.is_initialized():
         raise RuntimeError(
             "sequence_parallel_generate needs torch.distributed initialised (torchrun; init_from_environment)"
         )
-    group = dist.group.WORLD if group is None else group
-    if sequence_parallel_group(pipe.transformer) is None:
-        apply_sequence_parallel(pipe.transformer, group)
-    elif sequence_parallel_group(pipe.transformer) is not group:
-        raise ValueError("pipe.transformer: sequence parallelism is already applied over another group")
+    if group is not None and guidance_parallel is not None:
+        raise ValueError("group, guidance_parallel: give one (a group means sequence parallelism only)")
+    applied = sequence_parallel_group(pipe.transformer)
+    if group is not None:
+        if applied is None:
+            apply_sequence_parallel(pipe.transformer, group)
+        elif applied is not group:
+            raise ValueError("pipe.transformer: sequence parallelism is already applied over another group")
+    elif applied is None and getattr(pipe.transformer, "_guidance_parallel_group", None) is None:
+        apply_generation_parallel(pipe.transformer, guidance_parallel)
     if out is not None and not Path(out).parent.is_dir():
         raise ValueError(f"out: expected a file in an existing folder, got {str(out)!r}")
     output = pipe(request, **kwargs)
@@ -93,11 +131,34 @@ def _rank_device(argv: list[str]) -> list[str]:
     return argv
 
 
+def _guidance_parallel_flag(argv: list[str]) -> tuple[int | None, list[str]]:
+    """``--guidance-parallel N`` (or ``=N``) taken out of ``argv``."""
+    from skyreels_v4.cli import CommandLineError, positive_int
+
+    rest, value = [], None
+    items = iter(argv)
+    for arg in items:
+        if arg == "--guidance-parallel" or arg.startswith("--guidance-parallel="):
+            text = arg.partition("=")[2] if "=" in arg else next(items, None)
+            try:
+                value = positive_int("" if text is None else text)
+            except argparse.ArgumentTypeError as error:
+                raise CommandLineError(f"--guidance-parallel: {error}") from None
+        else:
+            rest.append(arg)
+    return value, rest
+
+
 def main(argv: list[str] | None = None) -> int:
     """``skyreels-v4 generate`` under torchrun: SP over all ranks, rank 0 writes and prints."""
     from skyreels_v4.pipeline import cli
 
     argv = _rank_device(sys.argv[1:] if argv is None else argv)
+    try:
+        guidance_parallel, argv = _guidance_parallel_flag(argv)
+    except ValueError as error:
+        print(f"skyreels-v4 generate: error: {error}", file=sys.stderr)
+        return 2
     if not init_from_environment():
         return cli.main(argv)  # one process: the plain command
     rank = dist.get_rank()
@@ -106,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         with quiet:
             code = cli.main(
                 argv,
-                on_load=lambda pipe: apply_sequence_parallel(pipe.transformer, dist.group.WORLD),
+                on_load=lambda pipe: apply_generation_parallel(pipe.transformer, guidance_parallel),
                 writes=rank == 0,
             )
         dist.barrier()  # the file is complete before any rank returns
