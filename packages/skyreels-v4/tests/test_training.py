@@ -315,3 +315,57 @@ def test_model_overrides_video_patch_and_pooled_text():
         build_transformer_config(
             preset="tiny", video_latent_channels=192, audio_latent_channels=256, overrides={"patch": 1}
         )
+
+
+@pytest.mark.parametrize("prediction", ["velocity", "x0", "noise", "x0_skip"])
+def test_prediction_targets_convert_back_to_the_velocity(prediction):
+    from skyreels_v4.model import PredictionType, prediction_target, prediction_to_velocity
+
+    g = torch.Generator().manual_seed(0)
+    x0, eps = torch.randn(5, 3, 2, 4, 4, generator=g) * 0.5, torch.randn(5, 3, 2, 4, 4, generator=g)
+    sigma = torch.tensor([0.02, 0.3, 0.5, 0.9, 0.99])
+    s = sigma.view(-1, 1, 1, 1, 1)
+    x = (1 - s) * x0 + s * eps
+    kind = PredictionType(prediction)
+    target = prediction_target(kind, x0, eps, x, sigma)
+    velocity = prediction_to_velocity(kind, target, x, sigma)
+    torch.testing.assert_close(velocity, eps - x0, rtol=1e-4, atol=1e-4)
+
+
+def test_x0_skip_passes_the_input_through_at_low_noise_and_has_unit_variance_targets():
+    from skyreels_v4.model import SKIP_DATA_STD, PredictionType, prediction_target, prediction_to_velocity
+
+    g = torch.Generator().manual_seed(1)
+    x0 = torch.randn(200_000, generator=g) * SKIP_DATA_STD
+    eps = torch.randn(200_000, generator=g)
+    for value in (0.05, 0.3, 0.7, 0.95, 1.0):
+        sigma = torch.full((1,), value)
+        x = (1 - value) * x0 + value * eps
+        target = prediction_target(PredictionType.X0_SKIP, x0[None], eps[None], x[None], sigma)
+        # EDM's design: the network's target has unit variance at every noise level (data std d).
+        assert abs(float(target.std()) - 1.0) < 0.02, (value, float(target.std()))
+    # A zero network output is x̂0 = c_skip·x: the input itself as σ -> 0, nothing at σ = 1.
+    x = torch.randn(1, 8, generator=g)
+    for value, expected in ((1e-4, x), (1.0, torch.zeros_like(x))):
+        sigma = torch.full((1,), value)
+        x0_hat = x - value * prediction_to_velocity(PredictionType.X0_SKIP, torch.zeros_like(x), x, sigma)
+        torch.testing.assert_close(x0_hat, expected, rtol=1e-3, atol=1e-3)
+
+
+def test_the_module_targets_follow_its_prediction_type(cache_dir, components):
+    from skyreels_v4.model import prediction_to_velocity
+
+    batch, cache = _batch(cache_dir)
+    for prediction in ("x0", "x0_skip", "velocity"):
+        module = make_module(components, prediction=prediction)
+        module.empty_prompt, module.black_latents = cache.empty_prompt, cache.black_latents
+        generator = torch.Generator().manual_seed(3)
+        prepared = module.prepare_batch(batch, generator=generator, task=JointTask.T2AV)
+        # The same draws for every type: the targets convert to one velocity ε - x0.
+        velocity = prediction_to_velocity(
+            module.prediction, prepared["video_target"], prepared["video"], prepared["video_sigma"]
+        )
+        if prediction == "x0":
+            reference = velocity
+        torch.testing.assert_close(velocity, reference, rtol=1e-4, atol=1e-4)
+        assert module.export_transformer().prediction.value == prediction  # the folder says how to convert

@@ -69,6 +69,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "train a Table 1 stage (fit --config recipes/train/<stage>.yaml), lora, merge-branches",
     ),
     "cache": ("skyreels_v4.training.cache_cli", "precompute video/audio latents and text embeddings"),
+    "probe": (
+        "skyreels_v4.training.probe",
+        "a trained model's clean-estimate error at each noise level on held-out world clips",
+    ),
     "vae-train-video": (
         "skyreels_v4.vae.train_video",
         "train the tiny video autoencoder, report held-out PSNR",

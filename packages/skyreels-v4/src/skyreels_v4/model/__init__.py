@@ -10,10 +10,12 @@ from skyreels_v4.model.keyframes import (
     unpack_keyframes,
 )
 from skyreels_v4.model.transformer import (
+    SKIP_DATA_STD,
     JointDenoiser,
     ModelCondition,
     PredictionType,
     SkyReelsV4Transformer,
+    prediction_target,
     prediction_to_velocity,
     transformer_preset,
 )
@@ -33,6 +35,7 @@ from skyreels_v4.model.weights import (
 )
 
 __all__ = [
+    "SKIP_DATA_STD",
     "JointDenoiser",
     "KeyframeLayout",
     "ModelCondition",
@@ -48,6 +51,7 @@ __all__ = [
     "load_state_into",
     "pack_keyframes",
     "plan_shards",
+    "prediction_target",
     "prediction_to_velocity",
     "read_component_config",
     "save_component",

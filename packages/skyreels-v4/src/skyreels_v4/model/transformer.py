@@ -52,10 +52,12 @@ from skyreels_v4.model.video_sparse import (
 from skyreels_v4.model.weights import build_and_load, read_component_config, save_component
 
 __all__ = [
+    "SKIP_DATA_STD",
     "JointDenoiser",
     "ModelCondition",
     "PredictionType",
     "SkyReelsV4Transformer",
+    "prediction_target",
     "prediction_to_velocity",
     "transformer_preset",
 ]
@@ -63,28 +65,70 @@ __all__ = [
 
 class PredictionType(str, enum.Enum):
     """What the network's output means. The public checkpoints predict the velocity ``u = ε - x0``;
-    tiny models trained from scratch learn faster predicting ``x0`` (docs/training.md)."""
+    tiny models trained from scratch learn faster predicting ``x0`` (docs/training.md).
+
+    ``x0_skip``: ``x0`` with the preconditioning of Karras et al. (2022, EDM) carried over to the
+    flow path ``x_σ = a·x0 + b·ε`` (a = 1 - σ, b = σ): ``x̂0 = c_skip·x_σ + c_out·F`` with
+    ``c_skip = a·d² / (a²d² + b²)``, ``c_out = b·d / sqrt(a²d² + b²)`` and the data std d =
+    ``SKIP_DATA_STD``. The input passes through at low σ (no capacity is spent on copying it) and the
+    network's target ``(x0 - c_skip·x_σ) / c_out`` has unit variance at every σ.
+    """
 
     VELOCITY = "velocity"
     X0 = "x0"
     NOISE = "noise"
+    X0_SKIP = "x0_skip"
 
+
+#: d of ``PredictionType.X0_SKIP``: EDM's value for data in [-1, 1] (fixed, so a folder's
+#: ``prediction`` alone defines the conversion).
+SKIP_DATA_STD = 0.5
 
 # σ is clamped away from the singular end of a conversion (x0: σ = 0; noise: σ = 1).
 _MIN_DENOMINATOR = 1e-3
 
 
+def _skip_coefficients(s: Tensor) -> tuple[Tensor, Tensor]:
+    a, b, d2 = 1 - s, s, SKIP_DATA_STD**2
+    norm = a * a * d2 + b * b
+    return a * d2 / norm, b * SKIP_DATA_STD / norm.sqrt()
+
+
+def _sigma_like(sigma: Tensor, like: Tensor) -> Tensor:
+    return sigma.to(like.dtype).reshape(-1, *([1] * (like.ndim - 1)))
+
+
 def prediction_to_velocity(prediction: PredictionType, output: Tensor, x: Tensor, sigma: Tensor) -> Tensor:
     """Exact conversion of a network output to the velocity ``u = ε - x0`` at ``x_σ = (1-σ)x0 + σε``.
 
-    x0: ``u = (x_σ - x0) / σ``; noise: ``u = (ε - x_σ) / (1 - σ)``; velocity: unchanged.
+    x0: ``u = (x_σ - x0) / σ``; noise: ``u = (ε - x_σ) / (1 - σ)``; velocity: unchanged; x0_skip: the
+    x0 rule on ``x̂0 = c_skip·x_σ + c_out·F``.
     """
     if prediction is PredictionType.VELOCITY:
         return output
-    s = sigma.to(output.dtype).reshape(-1, *([1] * (output.ndim - 1)))
+    s = _sigma_like(sigma, output)
+    if prediction is PredictionType.X0_SKIP:
+        c_skip, c_out = _skip_coefficients(s)
+        output = c_skip * x + c_out * output
+        prediction = PredictionType.X0
     if prediction is PredictionType.X0:
         return (x - output) / s.clamp_min(_MIN_DENOMINATOR)
     return (output - x) / (1 - s).clamp_min(_MIN_DENOMINATOR)
+
+
+def prediction_target(
+    prediction: PredictionType, x0: Tensor, noise: Tensor, x: Tensor, sigma: Tensor
+) -> Tensor:
+    """What the network should output for clean ``x0``, noise ``ε`` and ``x_σ = (1-σ)x0 + σε`` (the
+    inverse of :func:`prediction_to_velocity`): x0, ε, ``ε - x0`` or ``(x0 - c_skip·x_σ) / c_out``."""
+    if prediction is PredictionType.X0:
+        return x0
+    if prediction is PredictionType.NOISE:
+        return noise
+    if prediction is PredictionType.VELOCITY:
+        return noise - x0
+    c_skip, c_out = _skip_coefficients(_sigma_like(sigma, x))
+    return (x0 - c_skip * x) / c_out.clamp_min(_MIN_DENOMINATOR)
 
 
 def transformer_preset(

@@ -8,7 +8,7 @@ so a resumed run makes exactly the draws the uninterrupted one would):
 3. the task's condition: eq. 7's ``I`` and ``M`` on the latent grid (``I`` is the cached latent where
    ``M = 1`` and the black-frame latent elsewhere), a clean given modality (v2a / a2v: σ = 0), an
    in-context reference (eq. 8), text dropout to the empty prompt (for classifier-free guidance);
-4. the network's output in its prediction space (velocity, x0 or noise) against the matching target,
+4. the network's output in its prediction space (velocity, x0, noise or x0_skip) against the matching target,
    masked per modality (conditioned cells and absent modalities excluded), weighted (eq. 6).
 
 EMA weights are updated in ``optimizer_step`` (so a checkpoint holds the EMA of the saved step) by an
@@ -49,6 +49,7 @@ from skyreels_v4.model import (
     PredictionType,
     SkyReelsV4Transformer,
     pack_keyframes,
+    prediction_target,
     transformer_preset,
 )
 from skyreels_v4.refiner.hparams import as_sampler_config
@@ -150,7 +151,8 @@ class JointTrainingModule(L.LightningModule):
     Args:
         preset: tiny / small / full, sized by ``video_latent_channels`` / ``audio_latent_channels`` /
             ``text_dim`` (the cache's; the data module checks them) and ``model_overrides``.
-        prediction: velocity, x0 or noise (exact conversions; x0 learns fastest on tiny CPU models).
+        prediction: velocity, x0, noise or x0_skip (exact conversions, ``skyreels_v4.model.PredictionType``;
+            x0 and x0_skip learn fastest on tiny CPU models).
         tasks: the task mixture (``training.tasks``).
         timestep_sampler: skyreels-flow-matching ``TimestepSamplerConfig`` as a dict (None = uniform).
         timestep_sharing: ``shared`` (eq. 6) or ``independent`` σ per modality.
@@ -382,11 +384,10 @@ class JointTrainingModule(L.LightningModule):
             black = torch.zeros(c, h, w)
         black = black.to(device).view(1, c, 1, h, w)
         conditional = torch.where(latent_mask.bool(), z_v, black.expand_as(z_v))
-        targets = {
-            PredictionType.X0: (z_v, z_a),
-            PredictionType.NOISE: (eps_v, eps_a),
-            PredictionType.VELOCITY: (eps_v - z_v, eps_a - z_a),
-        }[self.prediction]
+        targets = (
+            prediction_target(self.prediction, z_v, eps_v, x_v, s_v),
+            prediction_target(self.prediction, z_a, eps_a, x_a, s_a),
+        )
         video_loss_mask = (video_loss * (1 - latent_mask)).expand(b, 1, t, h, w)
         condition_noise, layout = eps_v, None
         joint_keyframes = (
@@ -466,11 +467,7 @@ class JointTrainingModule(L.LightningModule):
         black = torch.zeros(c, height, width) if black is None else black
         black = black.to(x_v.device).view(1, c, 1, height, width).expand_as(z_k)
         zeros = torch.zeros(b, 1, count, height, width, device=x_v.device)
-        target_k = {
-            PredictionType.X0: z_k,
-            PredictionType.NOISE: eps_k,
-            PredictionType.VELOCITY: eps_k - z_k,
-        }[self.prediction]
+        target_k = prediction_target(self.prediction, z_k, eps_k, x_k, s_v)
         return (
             pack_keyframes(x_v, x_k, layout),
             pack_keyframes(conditional, black, layout),

@@ -70,6 +70,8 @@ class QuickstartSettings(argparse.Namespace):
     steps: int
     seed: int
     video_codec: str
+    prediction: str
+    train_shift: float
     no_av_cross_attention: bool
     audio_alignment: str
     exchange_order: str
@@ -106,6 +108,19 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="seed (default: %(default)s)")
     parser.add_argument(
         "--video-codec", choices=("pixel", "tiny"), default="pixel", help="video codec (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--prediction",
+        choices=("x0", "x0_skip", "velocity", "noise"),
+        default="x0",
+        help="what the network predicts (skyreels_v4.model.PredictionType) (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--train-shift",
+        type=float,
+        default=1.0,
+        help="time shift of the training σ distribution (logit-normal), 1 = none; the sampler uses 3 "
+        "(default: %(default)s)",
     )
     ablations = parser.add_argument_group("ablations (switches of the same model; docs/training.md)")
     ablations.add_argument(
@@ -172,6 +187,13 @@ def _check(settings: QuickstartSettings) -> None:
         ),
         ("--steps", settings.steps, 1 <= settings.steps <= 1000, "in [1, 1000]"),
         ("--seed", settings.seed, settings.seed >= 0, ">= 0"),
+        (
+            "--train-shift",
+            getattr(settings, "train_shift", 1.0),
+            0 < getattr(settings, "train_shift", 1.0) <= 100
+            and math.isfinite(getattr(settings, "train_shift", 1.0)),
+            "in (0, 100]",
+        ),
     )
     for name, value, ok, expected in checks:
         if not ok:
@@ -264,7 +286,7 @@ def run_quickstart(settings: QuickstartSettings) -> dict:
         audio_latent_channels=audio_codec.latent_channels,
         text_dim=text_encoder.dim,
         model_overrides={"dim": 128, "num_heads": 4, "video_rope_axes": [8, 12, 12]},
-        prediction="x0",
+        prediction=getattr(settings, "prediction", "x0"),
         tasks={
             "t2av": 0.5,
             "v2a": 0.15,
@@ -273,7 +295,10 @@ def run_quickstart(settings: QuickstartSettings) -> dict:
             "video_extension": 0.1,
             "image_reference": 0.05,
         },
-        timestep_sampler={"distribution": "logit_normal"},
+        timestep_sampler={
+            "distribution": "logit_normal",
+            "shift": {"shift": float(getattr(settings, "train_shift", 1.0))},
+        },
         text_dropout=0.1,
         ema_decay=0.99,
         learning_rate=settings.learning_rate,
@@ -367,6 +392,8 @@ _IDENTITY = (
     "batch_size",
     "seed",
     "video_codec",
+    "prediction",
+    "train_shift",
     "no_av_cross_attention",
     "audio_alignment",
     "exchange_order",
@@ -375,7 +402,13 @@ SETTINGS_FILE = "quickstart_settings.json"
 
 
 def _identity(settings: QuickstartSettings) -> dict[str, object]:
-    defaults = {"no_av_cross_attention": False, "audio_alignment": "ratio", "exchange_order": "sequential"}
+    defaults = {
+        "no_av_cross_attention": False,
+        "audio_alignment": "ratio",
+        "exchange_order": "sequential",
+        "prediction": "x0",
+        "train_shift": 1.0,
+    }
     return {key: getattr(settings, key, defaults.get(key)) for key in _IDENTITY}
 
 

@@ -1,0 +1,218 @@
+"""Where along the noise scale does a trained model fail? One network call per noise level on held-out
+clips (docs/training.md "Measured so far" reads its numbers).
+
+For each held-out world clip, the pipeline prepares the clip's t2av request exactly as generation does
+(prompt encoding, eq. 7's condition, the seeded noise ε), the clip's latents ``x0`` are noised to
+``x_σ = (1-σ)·x0 + σ·ε`` and the model's clean estimate ``x̂0 = x_σ - σ·u`` is read off its velocity
+``u``. Per σ it reports, per modality:
+
+- ``x0_mse``: mean squared error of ``x̂0`` against ``x0`` (latent units); at σ = 1 the best possible
+  value is the conditional variance: a model that predicts the conditional mean gets it;
+- ``noise_sensitivity``: the fraction of a change of the noise that reaches the estimate, the energy
+  ratio ``E[(x̂0(ε₁) - x̂0(ε₂))²] / E[(x_σ(ε₁) - x_σ(ε₂))²]`` for two noise draws. 0: ``x̂0`` ignores
+  which noise it was given, as the ideal estimate (the conditional mean) does once the noise carries
+  no information (σ = 1) and, nearly, wherever the clean signal dominates; 1: the estimate moves with
+  the noise as the input itself does (``x̂0 = x_σ``). High values at σ near 1 mean the model reads
+  structure into pure noise, and sampling starts from that.
+
+``skyreels-v4 probe --model DIR --out DIR`` writes ``probe.json`` and ``probe.png`` (one row per σ:
+the middle frame of ``x̂0`` for each clip, ground truth last).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from skyreels_v4.io import atomic_path, atomic_write_json
+from skyreels_v4.world import ProceduralAVDataset, WorldConfig, WorldSplit
+
+__all__ = ["denoising_probe", "main"]
+
+DEFAULT_SIGMAS = (0.2, 0.5, 0.8, 0.9, 0.95, 0.98, 1.0)
+
+
+@torch.no_grad()
+def denoising_probe(
+    pipe: Any,
+    *,
+    world: WorldConfig,
+    sigmas: Sequence[float] = DEFAULT_SIGMAS,
+    num_clips: int = 8,
+    seed: int = 0,
+    split: WorldSplit | str = WorldSplit.HELDOUT,
+    picture: str | os.PathLike[str] | None = None,
+) -> dict[str, dict[str, float]]:
+    """Per σ (as a string key): ``video_x0_mse``, ``audio_x0_mse``, ``video_noise_sensitivity``,
+    ``audio_noise_sensitivity`` (module docstring), over ``num_clips`` clips of ``world`` (``split``)."""
+    from skyreels_v4.model import JointDenoiser
+    from skyreels_v4.pipeline import GenerationRequest
+
+    if not isinstance(world, WorldConfig):
+        raise TypeError(f"world: expected a WorldConfig, got {type(world).__name__}")
+    if isinstance(num_clips, bool) or not isinstance(num_clips, int) or num_clips < 1:
+        raise ValueError(f"num_clips: expected a positive int, got {num_clips!r}")
+    sigmas = [float(s) for s in sigmas]
+    if not sigmas or not all(math.isfinite(s) and 0.0 < s <= 1.0 for s in sigmas):
+        raise ValueError(f"sigmas: expected values in (0, 1], got {sigmas!r}")
+    data = ProceduralAVDataset(world, length=num_clips, seed=seed, split=WorldSplit(split))
+    denoiser = JointDenoiser(pipe.transformer)
+    sums: dict[float, dict[str, float]] = {s: {} for s in sigmas}
+    frames: dict[float, list[np.ndarray]] = {s: [] for s in sigmas}
+    truth: list[np.ndarray] = []
+    for index in range(num_clips):
+        item = data[index]
+        request = GenerationRequest(
+            prompt=item["caption"],
+            task="t2av",
+            seed=seed + index,
+            num_frames=world.num_frames,
+            height=world.size,
+            width=world.size,
+            fps=world.fps,
+        )
+        prepared = pipe.prepare(request)
+        device = prepared.video_noise.device
+        x0 = {
+            "video": pipe.video_vae.encode(item["video"][None].to(device)).float(),
+            "audio": pipe.audio_vae.encode(item["audio"][None].to(device), world.sample_rate).float(),
+        }
+        x0["audio"] = _fit(x0["audio"], prepared.audio_noise.shape[-1])
+        generator = torch.Generator().manual_seed(seed + 10_000 + index)
+        noises = [
+            {"video": prepared.video_noise, "audio": prepared.audio_noise},
+            {name: torch.randn(x0[name].shape, generator=generator).to(device) for name in x0},
+        ]
+        truth.append(_middle_frame(pipe, x0["video"]))
+        for s in sigmas:
+            estimates = []
+            for noise in noises:
+                x = {name: (1 - s) * x0[name] + s * noise[name] for name in x0}
+                sigma = torch.full((1,), s, device=device)
+                u_video, u_audio = denoiser.raw(
+                    x["video"], x["audio"], video_sigma=sigma, audio_sigma=sigma, condition=prepared.condition
+                )
+                estimates.append({"video": x["video"] - s * u_video, "audio": x["audio"] - s * u_audio})
+            for name in x0:
+                errors = [float((e[name] - x0[name]).square().mean()) for e in estimates]
+                moved = float((estimates[0][name] - estimates[1][name]).square().mean())
+                given = float((s * (noises[0][name] - noises[1][name])).square().mean())
+                totals = sums[s]
+                totals[f"{name}_x0_mse"] = totals.get(f"{name}_x0_mse", 0.0) + sum(errors) / 2
+                totals[f"{name}_moved"] = totals.get(f"{name}_moved", 0.0) + moved
+                totals[f"{name}_given"] = totals.get(f"{name}_given", 0.0) + given
+            frames[s].append(_middle_frame(pipe, estimates[0]["video"]))
+    results = {}
+    for s in sigmas:
+        totals = {k: v / num_clips for k, v in sums[s].items()}
+        row = {}
+        for name in ("video", "audio"):
+            row[f"{name}_x0_mse"] = totals[f"{name}_x0_mse"]
+            row[f"{name}_noise_sensitivity"] = totals[f"{name}_moved"] / totals[f"{name}_given"]
+        results[f"{s:g}"] = row
+    if picture is not None:
+        rows = [np.concatenate(frames[s], axis=1) for s in sigmas] + [np.concatenate(truth, axis=1)]
+        _save_picture(picture, rows, [f"σ={s:g}" for s in sigmas] + ["x0"])
+    return results
+
+
+def _fit(latents: torch.Tensor, length: int) -> torch.Tensor:
+    if latents.shape[-1] >= length:
+        return latents[..., :length]
+    return torch.nn.functional.pad(latents, (0, length - latents.shape[-1]))
+
+
+def _middle_frame(pipe: Any, video_latents: torch.Tensor) -> np.ndarray:
+    video = pipe.video_vae.decode(video_latents).float()
+    frame = video[0, :, video.shape[2] // 2].clamp(-1, 1)
+    return ((frame + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
+
+
+def _save_picture(path: str | os.PathLike[str], rows: list[np.ndarray], labels: list[str]) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    height, width = rows[0].shape[:2]
+    figure = Figure(figsize=(max(3.0, width / 40 + 1), len(rows) * (height / 40 + 0.25)), dpi=100)
+    FigureCanvasAgg(figure)
+    for r, (pixels, label) in enumerate(zip(rows, labels, strict=True)):
+        ax = figure.add_subplot(len(rows), 1, r + 1)
+        ax.imshow(pixels, interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_ylabel(label, fontsize=7, rotation=0, ha="right", va="center")
+    with atomic_path(path, ".png") as temp:
+        figure.savefig(temp, format="png", bbox_inches="tight")
+
+
+def _sigma_list(text: str) -> list[float]:
+    problem = f"expected comma-separated numbers in (0, 1], got {text!r}"
+    try:
+        values = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(problem) from None
+    if not values or not all(math.isfinite(v) and 0 < v <= 1 for v in values):
+        raise argparse.ArgumentTypeError(problem)
+    return values
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from skyreels_v4.cli import positive_int
+    from skyreels_v4.pipeline import SkyReelsV4Pipeline
+
+    parser = argparse.ArgumentParser(
+        prog="skyreels-v4 probe",
+        description="Clean-estimate error of a trained model at each noise level on held-out world clips.",
+    )
+    parser.add_argument("--model", required=True, help="pipeline folder (e.g. outputs/quickstart/model)")
+    parser.add_argument("--out", required=True, help="folder for probe.json and probe.png")
+    parser.add_argument(
+        "--sigmas", type=_sigma_list, default=list(DEFAULT_SIGMAS), help="noise levels (default: %(default)s)"
+    )
+    parser.add_argument("--clips", type=positive_int, default=8, help="held-out clips (default: %(default)s)")
+    parser.add_argument("--size", type=positive_int, default=None, help="frame side (default: the model's)")
+    parser.add_argument("--frames", type=positive_int, default=None, help="frames (default: the model's)")
+    parser.add_argument("--max-objects", type=positive_int, default=2, help="objects per clip (default: 2)")
+    parser.add_argument("--split", choices=[s.value for s in WorldSplit], default=WorldSplit.HELDOUT.value)
+    parser.add_argument("--seed", type=int, default=0, help="world and noise seed (default: %(default)s)")
+    args = parser.parse_args(argv)
+    pipe = SkyReelsV4Pipeline.from_pretrained(args.model)
+    defaults = pipe.defaults
+    world = WorldConfig(
+        size=args.size or defaults.height,
+        num_frames=args.frames or defaults.num_frames,
+        fps=defaults.fps,
+        sample_rate=pipe.audio_vae.sample_rate,
+        max_objects=args.max_objects,
+    )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = denoising_probe(
+        pipe,
+        world=world,
+        sigmas=args.sigmas,
+        num_clips=args.clips,
+        seed=args.seed,
+        split=args.split,
+        picture=out / "probe.png",
+    )
+    atomic_write_json(out / "probe.json", results)
+    print("sigma  video_x0_mse  video_noise_sens  audio_x0_mse  audio_noise_sens")
+    for s, row in results.items():
+        print(
+            f"{s:>5}  {row['video_x0_mse']:12.4f}  {row['video_noise_sensitivity']:16.3f}  "
+            f"{row['audio_x0_mse']:12.4f}  {row['audio_noise_sensitivity']:16.3f}"
+        )
+    print(f"wrote {out / 'probe.json'} and {out / 'probe.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
