@@ -155,3 +155,50 @@ def test_guidance_parallel_defaults_and_flag():
         with pytest.raises(ValueError, match="--guidance-parallel"):
             _guidance_parallel_flag(bad)
     assert main(["--guidance-parallel", "0", "--model", "x"]) == 2
+
+
+def _grid_worker(rank: int, world: int, port: int, folder: str) -> None:
+    from skyreels_v4.scale.guidance_parallel import guidance_parallel_group
+    from skyreels_v4.scale.sequence_parallel import sequence_parallel_group
+
+    os.environ.update(
+        {"WORLD_SIZE": str(world), "RANK": str(rank), "LOCAL_RANK": str(rank), "MASTER_ADDR": "127.0.0.1",
+         "MASTER_PORT": str(port)}
+    )  # fmt: skip
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo")
+    request = {"prompt": "A red circle moves right. Audio: a low hum.", "task": "t2av", "seed": 3}
+    reference = build_tiny_pipeline()(progress=False, **request)
+    pipe = build_tiny_pipeline()
+    seen = []
+    pipe.transformer.register_forward_pre_hook(
+        lambda m, a, k: seen.append(int(a[0].shape[0])), with_kwargs=True
+    )
+    output = sequence_parallel_generate(pipe, progress=False, **request)  # 4 ranks, 4 heads: automatic 1 x 4
+    model = pipe.transformer
+    result = {
+        "video": _relative(output.video_latents, reference.video_latents),
+        "audio": _relative(output.audio_latents, reference.audio_latents),
+        "auto_sp": dist.get_world_size(sequence_parallel_group(model)),
+        "auto_guidance": guidance_parallel_group(model) is None,  # size 1: not applied
+    }
+    pipe = build_tiny_pipeline()
+    output = sequence_parallel_generate(pipe, guidance_parallel=2, progress=False, **request)  # 2 x 2
+    model = pipe.transformer
+    result["grid_video"] = _relative(output.video_latents, reference.video_latents)
+    result["grid_audio"] = _relative(output.audio_latents, reference.audio_latents)
+    result["sp_ranks"] = dist.get_process_group_ranks(sequence_parallel_group(model))
+    result["guidance_ranks"] = dist.get_process_group_ranks(guidance_parallel_group(model))
+    torch.save(result, Path(folder) / f"rank{rank}.pt")
+
+
+def test_four_ranks_as_guidance_2_x_sp_2_give_the_one_process_latents(tmp_path):
+    mp.spawn(_grid_worker, args=(4, _free_port(), str(tmp_path)), nprocs=4, join=True)
+    for rank in range(4):
+        r = torch.load(tmp_path / f"rank{rank}.pt", weights_only=False)
+        assert r["video"] < 1e-5 and r["audio"] < 1e-5
+        assert r["auto_sp"] == 4 and r["auto_guidance"]
+        assert r["grid_video"] < 1e-5 and r["grid_audio"] < 1e-5
+        g = rank // 2  # rank = g * sp + s
+        assert r["sp_ranks"] == [2 * g, 2 * g + 1]
+        assert r["guidance_ranks"] == [rank % 2, rank % 2 + 2]
