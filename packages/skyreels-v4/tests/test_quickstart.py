@@ -67,6 +67,9 @@ def test_quickstart_writes_model_samples_and_report(tmp_path, capsys):
         ("--max-objects", "9", "--max-objects"),
         ("--learning-rate", "nan", "--learning-rate"),
         ("--num-eval-clips", "1", "--num-eval-clips"),
+        ("--train-images", "-1", "--train-images"),
+        ("--train-shift", "0", "--train-shift"),
+        ("--train-shift", "inf", "--train-shift"),
     ],
 )
 def test_quickstart_rejects_bad_settings_before_any_work(tmp_path, capsys, flag, value, needle):
@@ -103,3 +106,30 @@ def test_rerun_with_other_model_settings_is_refused_before_any_work(tmp_path, ca
     (out / quickstart.SETTINGS_FILE).write_text("{not json")
     assert quickstart.main(["--out", str(out), *ARGS]) == 2
     assert quickstart.SETTINGS_FILE in capsys.readouterr().err
+
+
+def test_an_unknown_prediction_type_is_an_argparse_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        quickstart.main(["--out", str(tmp_path / "qs"), "--prediction", "eps"])
+    assert exit_info.value.code == 2 and "--prediction" in capsys.readouterr().err
+
+
+def test_images_and_switches_reach_the_cache_the_module_and_the_identity(tmp_path):
+    """--train-images adds one-frame clips to the training cache (their own bucket) and trains them as
+    T2I; --prediction and --train-shift reach the model; all three are part of the run's identity."""
+    from skyreels_v4.model import SkyReelsV4Transformer
+    from skyreels_v4.training.cache import LatentCache
+
+    out = tmp_path / "qs"
+    flags = ["--train-images", "4", "--prediction", "x0_skip", "--train-shift", "3"]
+    assert quickstart.main(["--out", str(out), *ARGS, *flags]) == 0
+    cache = LatentCache(out / "cache_train")
+    frames = sorted({int(cache[i]["video_latents"].shape[1]) for i in range(len(cache))})
+    assert len(cache) == 8 + 4 and frames == [1, 3]  # images: 1 latent frame; 9-frame clips: 3
+    assert SkyReelsV4Transformer.from_pretrained(out / "model" / "transformer").prediction.value == "x0_skip"
+    hparams = torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)["hyper_parameters"]
+    assert hparams["image_tasks"] == {"t2v": 1.0}
+    assert hparams["timestep_sampler"]["shift"] == {"shift": 3.0}
+    saved = json.loads((out / quickstart.SETTINGS_FILE).read_text())
+    assert (saved["train_images"], saved["prediction"], saved["train_shift"]) == (4, "x0_skip", 3.0)
+    assert quickstart.main(["--out", str(out), *ARGS, "--train-images", "8"]) == 2  # another run: refused

@@ -72,6 +72,7 @@ class QuickstartSettings(argparse.Namespace):
     video_codec: str
     prediction: str
     train_shift: float
+    train_images: int
     no_av_cross_attention: bool
     audio_alignment: str
     exchange_order: str
@@ -121,6 +122,13 @@ def _parser() -> argparse.ArgumentParser:
         default=1.0,
         help="time shift of the training σ distribution (logit-normal), 1 = none; the sampler uses 3 "
         "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--train-images",
+        type=int,
+        default=0,
+        help="one-frame clips (the first frames of other world clips, T2I) added to the training cache, "
+        "as Table 1's image-video stages mix them (default: %(default)s)",
     )
     ablations = parser.add_argument_group("ablations (switches of the same model; docs/training.md)")
     ablations.add_argument(
@@ -187,6 +195,12 @@ def _check(settings: QuickstartSettings) -> None:
         ),
         ("--steps", settings.steps, 1 <= settings.steps <= 1000, "in [1, 1000]"),
         ("--seed", settings.seed, settings.seed >= 0, ">= 0"),
+        (
+            "--train-images",
+            getattr(settings, "train_images", 0),
+            getattr(settings, "train_images", 0) >= 0,
+            ">= 0",
+        ),
         (
             "--train-shift",
             getattr(settings, "train_shift", 1.0),
@@ -262,8 +276,17 @@ def run_quickstart(settings: QuickstartSettings) -> dict:
     ):
         folder = root / f"cache_{name}"
         if not (folder / CACHE_INDEX).exists():
+            samples = world_samples(world, length=length, seed=seed, split=split)
+            images = getattr(settings, "train_images", 0) if name == "train" else 0
+            if images:
+                from itertools import chain
+
+                from skyreels_v4.training.stages import image_samples
+
+                samples = chain(samples, image_samples(world, length=images, seed=seed + 7, split=split))
+                length += images
             build_latent_cache(
-                world_samples(world, length=length, seed=seed, split=split),
+                samples,
                 folder,
                 video_vae=video_codec,
                 audio_vae=audio_codec,
@@ -280,7 +303,14 @@ def run_quickstart(settings: QuickstartSettings) -> dict:
         batch_size=settings.batch_size,
         shuffle_seed=settings.seed,
     )
-    module = JointTrainingModule(
+    module_class = JointTrainingModule
+    extra: dict = {}
+    if getattr(settings, "train_images", 0):
+        from skyreels_v4.training.stages import StageTrainingModule
+
+        module_class, extra = StageTrainingModule, {"image_tasks": {"t2v": 1.0}}
+    module = module_class(
+        **extra,
         preset="tiny",
         video_latent_channels=video_codec.latent_channels,
         audio_latent_channels=audio_codec.latent_channels,
@@ -394,6 +424,7 @@ _IDENTITY = (
     "video_codec",
     "prediction",
     "train_shift",
+    "train_images",
     "no_av_cross_attention",
     "audio_alignment",
     "exchange_order",
@@ -408,6 +439,7 @@ def _identity(settings: QuickstartSettings) -> dict[str, object]:
         "exchange_order": "sequential",
         "prediction": "x0",
         "train_shift": 1.0,
+        "train_images": 0,
     }
     return {key: getattr(settings, key, defaults.get(key)) for key in _IDENTITY}
 

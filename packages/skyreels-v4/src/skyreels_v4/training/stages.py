@@ -73,11 +73,16 @@ class StageTrainingModule(JointTrainingModule):
         self.save_hyperparameters()
 
     def prepare_batch(
-        self, batch: Mapping[str, Tensor], *, generator: torch.Generator, task: TaskName | None = None
+        self,
+        batch: Mapping[str, Tensor],
+        *,
+        generator: torch.Generator,
+        task: TaskName | None = None,
+        keyframes: bool = True,
     ) -> dict[str, Any]:
         if task is None and batch["video_latents"].shape[2] == 1:
             task = sample_task(self.image_mixture, generator)
-        return super().prepare_batch(batch, generator=generator, task=task)
+        return super().prepare_batch(batch, generator=generator, task=task, keyframes=keyframes)
 
 
 def _sizes(name: str, value: Sequence[int] | None) -> tuple[int, ...] | None:
