@@ -5,9 +5,10 @@
 1. codecs: a zero-training, exactly invertible video codec (causal 4x time, 4x4 space pixel-unshuffle)
    and audio codec (framed DCT at 16 kHz), and the embedded text encoder: nothing to download, nothing
    to pre-train (``--video-codec tiny`` trains the small learned video autoencoder first instead);
-2. latent caches of training clips and held-out clips of the world;
-3. the tiny joint model trained on a task mixture (t2av, v2a, a2v, i2v, extension, references) with x0
-   prediction, within a time budget, with a progress bar, checkpoints and loss curves;
+2. latent caches of training clips (plus one-frame clips, ``--train-images``) and validation clips;
+3. the tiny joint model trained on a task mixture (t2av, v2a, a2v, i2v, extension, references; T2I on
+   the one-frame clips) with x0 prediction and the sampler's time shift in the training σ, within a
+   time budget, with a progress bar, checkpoints and loss curves;
 4. export of a complete model folder (``model/``), usable by ``skyreels-v4 generate``;
 5. generation for held-out prompts (including held-out colour-shape pairs): t2av and v2a clips as .mp4
    with sound, a montage, and the metrics report (``report.md`` / ``metrics.json``).
@@ -43,6 +44,8 @@ PRESETS: dict[str, dict[str, float | int]] = {
         "frames": 33,
         "max_objects": 2,
         "learning_rate": 1e-3,
+        "train_shift": 3.0,
+        "train_images": 2048,
     },
     "evidence": {
         "minutes": 25.0,
@@ -52,6 +55,8 @@ PRESETS: dict[str, dict[str, float | int]] = {
         "frames": 49,
         "max_objects": 2,
         "learning_rate": 1e-3,
+        "train_shift": 3.0,
+        "train_images": 4096,
     },
 }
 
@@ -119,16 +124,16 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--train-shift",
         type=float,
-        default=1.0,
+        default=None,
         help="time shift of the training σ distribution (logit-normal), 1 = none; the sampler uses 3 "
-        "(default: %(default)s)",
+        "(default: from --preset)",
     )
     parser.add_argument(
         "--train-images",
         type=int,
-        default=0,
+        default=None,
         help="one-frame clips (the first frames of other world clips, T2I) added to the training cache, "
-        "as Table 1's image-video stages mix them (default: %(default)s)",
+        "as Table 1's image-video stages mix them (default: from --preset)",
     )
     ablations = parser.add_argument_group("ablations (switches of the same model; docs/training.md)")
     ablations.add_argument(
