@@ -38,13 +38,18 @@ def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item()
 
 
-def _worker(rank: int, world: int, port: int, folder: str, model: str) -> None:
+def _init_rank(rank: int, world: int, port: int) -> None:
+    """torchrun's environment for ``rank`` of ``world``, one thread, the gloo group."""
     os.environ.update(
         {"WORLD_SIZE": str(world), "RANK": str(rank), "LOCAL_RANK": str(rank), "MASTER_ADDR": "127.0.0.1",
          "MASTER_PORT": str(port)}
     )  # fmt: skip
     torch.set_num_threads(1)
     dist.init_process_group("gloo")
+
+
+def _worker(rank: int, world: int, port: int, folder: str, model: str) -> None:
+    _init_rank(rank, world, port)
     request = {"prompt": "A red circle moves right. Audio: a low hum.", "task": "t2av", "seed": 3}
     reference = build_tiny_pipeline()(progress=False, **request)
     target = Path(folder) / f"sp-{rank}.mp4" if rank == 1 else Path(folder) / "sp.mp4"
@@ -87,12 +92,7 @@ def _guidance_worker(rank: int, world: int, port: int, folder: str, model: str) 
     import scale_fixtures
     from skyreels_v4.scale.guidance_parallel import apply_guidance_parallel, generation_groups
 
-    os.environ.update(
-        {"WORLD_SIZE": str(world), "RANK": str(rank), "LOCAL_RANK": str(rank), "MASTER_ADDR": "127.0.0.1",
-         "MASTER_PORT": str(port)}
-    )  # fmt: skip
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo")
+    _init_rank(rank, world, port)
     result = {}
     # The pipeline: guidance on both modalities stacks cond + uncond (batch 2); each rank runs one.
     request = {"prompt": "A red circle moves right. Audio: a low hum.", "task": "t2av", "seed": 3}
@@ -161,12 +161,7 @@ def _grid_worker(rank: int, world: int, port: int, folder: str) -> None:
     from skyreels_v4.scale.guidance_parallel import guidance_parallel_group
     from skyreels_v4.scale.sequence_parallel import sequence_parallel_group
 
-    os.environ.update(
-        {"WORLD_SIZE": str(world), "RANK": str(rank), "LOCAL_RANK": str(rank), "MASTER_ADDR": "127.0.0.1",
-         "MASTER_PORT": str(port)}
-    )  # fmt: skip
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo")
+    _init_rank(rank, world, port)
     request = {"prompt": "A red circle moves right. Audio: a low hum.", "task": "t2av", "seed": 3}
     reference = build_tiny_pipeline()(progress=False, **request)
     pipe = build_tiny_pipeline()
