@@ -808,9 +808,15 @@ def _fit_length(latents: Tensor, length: int, name: str, *, warn: bool) -> Tenso
             f"{'cropped' if have > length else 'padded with silence'} to the video length",
             stacklevel=4,
         )
-    if have > length:
-        return latents[..., :length]
-    return torch.nn.functional.pad(latents, (0, length - have))
+    return crop_or_pad(latents, length)
+
+
+def crop_or_pad(values: Tensor, length: int) -> Tensor:
+    """The last dim cropped or zero-padded to ``length`` (audio samples or latents to a clip's length)."""
+    have = values.shape[-1]
+    if have >= length:
+        return values[..., :length]
+    return torch.nn.functional.pad(values, (0, length - have))
 
 
 def _fit_samples(wave: Tensor, samples: int) -> Tensor:

@@ -132,21 +132,14 @@ def _rank_device(argv: list[str]) -> list[str]:
 
 
 def _guidance_parallel_flag(argv: list[str]) -> tuple[int | None, list[str]]:
-    """``--guidance-parallel N`` (or ``=N``) taken out of ``argv``."""
-    from skyreels_v4.cli import CommandLineError, positive_int
+    """``--guidance-parallel N`` taken out of ``argv`` (CommandLineError naming it when bad)."""
+    from skyreels_v4.cli import _argparse_errors_raise, positive_int
 
-    rest, value = [], None
-    items = iter(argv)
-    for arg in items:
-        if arg == "--guidance-parallel" or arg.startswith("--guidance-parallel="):
-            text = arg.partition("=")[2] if "=" in arg else next(items, None)
-            try:
-                value = positive_int("" if text is None else text)
-            except argparse.ArgumentTypeError as error:
-                raise CommandLineError(f"--guidance-parallel: {error}") from None
-        else:
-            rest.append(arg)
-    return value, rest
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("--guidance-parallel", type=positive_int, default=None)
+    with _argparse_errors_raise():
+        known, rest = parser.parse_known_args(argv)
+    return known.guidance_parallel, rest
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,7 +16,7 @@ sample and cut back after the gather. Generation only: the gather is not differe
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.distributed as dist
@@ -52,14 +52,11 @@ _MAYBE_BATCHED = ("video_positions", "audio_positions")
 _POSITIONAL = ("video_latents", "audio_latents")
 
 
-class GenerationGroups:
+class GenerationGroups(NamedTuple):
     """The process groups of one rank in the ``guidance x sp`` grid (see the module docstring)."""
 
-    def __init__(self, guidance: dist.ProcessGroup, sequence: dist.ProcessGroup, guidance_size: int) -> None:
-        self.guidance = guidance
-        self.sequence = sequence
-        self.guidance_size = guidance_size
-        self.sequence_size = dist.get_world_size() // guidance_size
+    guidance: dist.ProcessGroup
+    sequence: dist.ProcessGroup
 
 
 def default_guidance_parallel(world_size: int, video_heads: int) -> int:
@@ -97,7 +94,7 @@ def generation_groups(guidance_parallel: int) -> GenerationGroups:
         group = dist.new_group([g * sp + s for g in range(guidance_parallel)])
         if rank % sp == s:
             mine["guidance"] = group
-    return GenerationGroups(mine["guidance"], mine["sequence"], guidance_parallel)
+    return GenerationGroups(guidance=mine["guidance"], sequence=mine["sequence"])
 
 
 def guidance_parallel_group(model: nn.Module) -> dist.ProcessGroup | None:

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from skyreels_v4.io import atomic_path, atomic_write_json, atomic_write_text
 from skyreels_v4.metrics import AudioVideoSync, ObjectAdherence, PitchAdherence, PitchConfig, SyncConfig
+from skyreels_v4.pipeline.pipeline import crop_or_pad
 from skyreels_v4.world import ProceduralAVDataset, WorldConfig, WorldSplit
 
 __all__ = ["evaluate_generation", "plot_loss_curves", "write_generation_montage"]
@@ -89,7 +90,7 @@ def evaluate_generation(
             request = GenerationRequest(prompt=item["caption"], task=task, seed=seed + i, **kwargs)
             output = pipeline(request, sampling=sampling, progress=False)
             videos.append(output.video)
-            audios.append(_fit(output.audio, world.num_samples) if output.audio is not None else None)
+            audios.append(crop_or_pad(output.audio, world.num_samples) if output.audio is not None else None)
             outputs.append(output)
             if i < num_videos:
                 output.save(root / f"{task}_{i:02d}.mp4")
@@ -103,12 +104,6 @@ def evaluate_generation(
         root / "montage.png", items[: min(4, num_clips)], {k: v[:4] for k, v in generated.items()}, world
     )
     return results
-
-
-def _fit(audio: torch.Tensor, samples: int) -> torch.Tensor:
-    if audio.shape[-1] >= samples:
-        return audio[..., :samples]
-    return torch.nn.functional.pad(audio, (0, samples - audio.shape[-1]))
 
 
 def _finite(results: dict[str, dict[str, float]]) -> dict[str, dict[str, float | None]]:

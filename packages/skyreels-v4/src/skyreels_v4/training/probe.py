@@ -54,6 +54,7 @@ def denoising_probe(
     ``audio_noise_sensitivity`` (module docstring), over ``num_clips`` clips of ``world`` (``split``)."""
     from skyreels_v4.model import JointDenoiser
     from skyreels_v4.pipeline import GenerationRequest
+    from skyreels_v4.pipeline.pipeline import crop_or_pad
 
     if not isinstance(world, WorldConfig):
         raise TypeError(f"world: expected a WorldConfig, got {type(world).__name__}")
@@ -84,7 +85,7 @@ def denoising_probe(
             "video": pipe.video_vae.encode(item["video"][None].to(device)).float(),
             "audio": pipe.audio_vae.encode(item["audio"][None].to(device), world.sample_rate).float(),
         }
-        x0["audio"] = _fit(x0["audio"], prepared.audio_noise.shape[-1])
+        x0["audio"] = crop_or_pad(x0["audio"], prepared.audio_noise.shape[-1])
         generator = torch.Generator().manual_seed(seed + 10_000 + index)
         noises = [
             {"video": prepared.video_noise, "audio": prepared.audio_noise},
@@ -121,12 +122,6 @@ def denoising_probe(
         rows = [np.concatenate(frames[s], axis=1) for s in sigmas] + [np.concatenate(truth, axis=1)]
         _save_picture(picture, rows, [f"σ={s:g}" for s in sigmas] + ["x0"])
     return results
-
-
-def _fit(latents: torch.Tensor, length: int) -> torch.Tensor:
-    if latents.shape[-1] >= length:
-        return latents[..., :length]
-    return torch.nn.functional.pad(latents, (0, length - latents.shape[-1]))
 
 
 def _middle_frame(pipe: Any, video_latents: torch.Tensor) -> np.ndarray:

@@ -200,17 +200,11 @@ def _check(settings: QuickstartSettings) -> None:
         ),
         ("--steps", settings.steps, 1 <= settings.steps <= 1000, "in [1, 1000]"),
         ("--seed", settings.seed, settings.seed >= 0, ">= 0"),
-        (
-            "--train-images",
-            getattr(settings, "train_images", 0),
-            getattr(settings, "train_images", 0) >= 0,
-            ">= 0",
-        ),
+        ("--train-images", settings.train_images, settings.train_images >= 0, ">= 0"),
         (
             "--train-shift",
-            getattr(settings, "train_shift", 1.0),
-            0 < getattr(settings, "train_shift", 1.0) <= 100
-            and math.isfinite(getattr(settings, "train_shift", 1.0)),
+            settings.train_shift,
+            0 < settings.train_shift <= 100 and math.isfinite(settings.train_shift),
             "in (0, 100]",
         ),
     )
@@ -221,6 +215,8 @@ def _check(settings: QuickstartSettings) -> None:
 
 def run_quickstart(settings: QuickstartSettings) -> dict:
     """Run every step (module docstring); returns the metrics."""
+    from itertools import chain
+
     import lightning as L
     import torch
     from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
@@ -232,7 +228,7 @@ def run_quickstart(settings: QuickstartSettings) -> dict:
     from skyreels_v4.training.cache import CACHE_INDEX, build_latent_cache, world_samples
     from skyreels_v4.training.data import LatentCacheDataModule
     from skyreels_v4.training.evaluate import evaluate_generation, plot_loss_curves
-    from skyreels_v4.training.module import JointTrainingModule
+    from skyreels_v4.training.stages import StageTrainingModule, image_samples
     from skyreels_v4.vae import FrameAudioCodec, PixelShuffleVideoCodec
     from skyreels_v4.world import WorldConfig, WorldSplit
 
@@ -282,12 +278,8 @@ def run_quickstart(settings: QuickstartSettings) -> dict:
         folder = root / f"cache_{name}"
         if not (folder / CACHE_INDEX).exists():
             samples = world_samples(world, length=length, seed=seed, split=split)
-            images = getattr(settings, "train_images", 0) if name == "train" else 0
+            images = settings.train_images if name == "train" else 0
             if images:
-                from itertools import chain
-
-                from skyreels_v4.training.stages import image_samples
-
                 samples = chain(samples, image_samples(world, length=images, seed=seed + 7, split=split))
                 length += images
             build_latent_cache(
@@ -308,20 +300,15 @@ def run_quickstart(settings: QuickstartSettings) -> dict:
         batch_size=settings.batch_size,
         shuffle_seed=settings.seed,
     )
-    module_class = JointTrainingModule
-    extra: dict = {}
-    if getattr(settings, "train_images", 0):
-        from skyreels_v4.training.stages import StageTrainingModule
-
-        module_class, extra = StageTrainingModule, {"image_tasks": {"t2v": 1.0}}
-    module = module_class(
-        **extra,
+    # One-frame batches (the --train-images clips) are T2I; every other batch draws from `tasks`.
+    module = StageTrainingModule(
+        image_tasks={"t2v": 1.0},
         preset="tiny",
         video_latent_channels=video_codec.latent_channels,
         audio_latent_channels=audio_codec.latent_channels,
         text_dim=text_encoder.dim,
         model_overrides={"dim": 128, "num_heads": 4, "video_rope_axes": [8, 12, 12]},
-        prediction=getattr(settings, "prediction", "x0"),
+        prediction=settings.prediction,
         tasks={
             "t2av": 0.5,
             "v2a": 0.15,
@@ -332,7 +319,7 @@ def run_quickstart(settings: QuickstartSettings) -> dict:
         },
         timestep_sampler={
             "distribution": "logit_normal",
-            "shift": {"shift": float(getattr(settings, "train_shift", 1.0))},
+            "shift": {"shift": float(settings.train_shift)},
         },
         text_dropout=0.1,
         ema_decay=0.99,
