@@ -369,3 +369,56 @@ def test_the_module_targets_follow_its_prediction_type(cache_dir, components):
             reference = velocity
         torch.testing.assert_close(velocity, reference, rtol=1e-4, atol=1e-4)
         assert module.export_transformer().prediction.value == prediction  # the folder says how to convert
+
+
+@pytest.fixture(scope="module")
+def pooled_cache_dir(tmp_path_factory, components):
+    video, audio, _ = components
+    out = tmp_path_factory.mktemp("pooled_cache")
+    build_latent_cache(
+        world_samples(WORLD, length=4, seed=1),
+        out,
+        video_vae=video,
+        audio_vae=audio,
+        text_encoder=EmbeddedTextEncoder(EmbeddedTextEncoderConfig(dim=32, pooled_dim=16)),
+        shard_size=4,
+        progress=False,
+    )
+    return out
+
+
+def test_pooled_text_reaches_the_model_and_drops_to_the_empty_prompts(pooled_cache_dir, components):
+    batch, cache = _batch(pooled_cache_dir, size=4)
+    assert batch["pooled_text"].shape == (4, 16) and cache.empty_pooled.shape == (16,)
+    overrides = {"num_dual_blocks": 1, "num_single_blocks": 1, "num_refiner_blocks": 1, "pooled_text_dim": 16}
+    for dropout, expected in ((0.0, batch["pooled_text"]), (1.0, cache.empty_pooled.expand(4, 16))):
+        module = make_module(components, model_overrides=overrides, text_dropout=dropout)
+        module.empty_prompt, module.empty_pooled = cache.empty_prompt, cache.empty_pooled
+        module.black_latents = cache.black_latents
+        prepared = module.prepare_batch(
+            batch, generator=torch.Generator().manual_seed(0), task=JointTask.T2AV
+        )
+        assert torch.equal(prepared["condition"].pooled_text, expected)
+        assert torch.isfinite(module.training_step(batch, 0))
+    # A batch with pooled text and dropout but no empty pooled vector: a typed error, not a silent zero.
+    module = make_module(components, model_overrides=overrides, text_dropout=1.0)
+    module.empty_prompt, module.black_latents = cache.empty_prompt, cache.black_latents
+    with pytest.raises(SkyReelsError, match="empty-prompt pooled"):
+        module.prepare_batch(batch, generator=torch.Generator().manual_seed(0), task=JointTask.T2AV)
+
+
+@pytest.mark.parametrize("model_pooled", [None, 8])
+def test_preflight_compares_the_pooled_width_with_the_cache(
+    pooled_cache_dir, cache_dir, components, model_pooled
+):
+    overrides = {"num_dual_blocks": 1, "num_single_blocks": 1, "num_refiner_blocks": 1}
+    overrides["pooled_text_dim"] = model_pooled
+    module = make_module(components, model_overrides=overrides)
+    trainer = L.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False)
+    data = LatentCacheDataModule(cache_dir=str(pooled_cache_dir), batch_size=2)
+    with pytest.raises(PreflightError, match="pooled_text_dim"):
+        trainer.fit(module, data)
+    if model_pooled is not None:  # a model that wants pooled text, a cache without it
+        data = LatentCacheDataModule(cache_dir=str(cache_dir), batch_size=2)
+        with pytest.raises(PreflightError, match="pooled_text_dim"):
+            trainer.fit(make_module(components, model_overrides=overrides), data)

@@ -248,6 +248,7 @@ class JointTrainingModule(L.LightningModule):
             self.ema = [p.detach().clone() for p in self.transformer.parameters()]
         # Set by the data module (the cache's empty-prompt embedding and black latent).
         self.empty_prompt: Tensor | None = None
+        self.empty_pooled: Tensor | None = None
         self.black_latents: dict[tuple[int, int], Tensor] = {}
         self.frame_geometry: tuple[int, int] | None = None  # (temporal_factor, spatial_factor)
 
@@ -272,6 +273,11 @@ class JointTrainingModule(L.LightningModule):
             ("video_latent_channels", self.transformer.video_latent_channels, cache.video_latent_channels),
             ("audio_latent_channels", self.transformer.audio_latent_channels, cache.audio_latent_channels),
             ("text_dim", cfg.video.text_dim, cache.text_dim),
+            (
+                "pooled_text_dim",
+                cfg.video.pooled_text_dim,
+                None if cache.empty_pooled is None else int(cache.empty_pooled.shape[-1]),
+            ),
         ):
             if ours != theirs:
                 from skyreels_v4.errors import PreflightError
@@ -281,6 +287,7 @@ class JointTrainingModule(L.LightningModule):
                     "set it to the cache's value"
                 )
         self.empty_prompt = cache.empty_prompt
+        self.empty_pooled = cache.empty_pooled
         self.black_latents = dict(cache.black_latents)
         self.frame_geometry = (int(cache.index["temporal_factor"]), int(cache.index["spatial_factor"]))
 
@@ -314,6 +321,8 @@ class JointTrainingModule(L.LightningModule):
         ``keyframes=False`` never adds the joint keyframes (validation compares plain t2av losses)."""
         z_v, z_a = batch["video_latents"].float(), batch["audio_latents"].float()
         text, text_mask = batch["text_tokens"].float(), batch["text_mask"].bool()
+        pooled = batch.get("pooled_text")
+        pooled = None if pooled is None else pooled.float()
         device, b = z_v.device, z_v.shape[0]
         _, c, t, h, w = z_v.shape
         task = sample_task(self.mixture, generator) if task is None else task
@@ -335,6 +344,14 @@ class JointTrainingModule(L.LightningModule):
                     text[i, : empty.shape[0]] = empty
                     text_mask[i] = False
                     text_mask[i, : empty.shape[0]] = True
+                if pooled is not None:
+                    if self.empty_pooled is None:
+                        raise SkyReelsError(
+                            "text_dropout: the batch has pooled_text but the cache no empty-prompt pooled "
+                            "vector (rebuild the cache with the same text encoder)"
+                        )
+                    pooled = pooled.clone()
+                    pooled[drop.to(device)] = self.empty_pooled.to(device=device, dtype=pooled.dtype)
 
         # σ, then ε for video, then ε for audio (skyreels-flow-matching's order), all on the CPU
         # generator so that every device draws the same numbers.
@@ -405,6 +422,7 @@ class JointTrainingModule(L.LightningModule):
         condition = ModelCondition(
             text_tokens=text,
             text_mask=text_mask,
+            pooled_text=pooled,
             conditional_latents=conditional,
             latent_mask=latent_mask,
             condition_noise=condition_noise,
