@@ -53,6 +53,9 @@ def test_quickstart_writes_model_samples_and_report(tmp_path, capsys):
     pipeline = SkyReelsV4Pipeline.from_pretrained(out / "model")
     assert pipeline.audio_vae.compression == pytest.approx(1 / 3)
     assert all(torch.isfinite(p).all() for p in pipeline.transformer.parameters())
+    # The presets' pooled prompt vector: the encoder makes it, both branches' adaLN take it.
+    assert pipeline.text_encoder.pooled_dim == 32
+    assert pipeline.transformer.config.video.pooled_text_dim == 32
 
     # Rerunning the same command resumes from the last checkpoint instead of starting over.
     steps = metrics["steps"]
@@ -72,6 +75,7 @@ def test_quickstart_writes_model_samples_and_report(tmp_path, capsys):
         ("--train-images", "-1", "--train-images"),
         ("--train-shift", "0", "--train-shift"),
         ("--train-shift", "inf", "--train-shift"),
+        ("--pooled-text", "-1", "--pooled-text"),
     ],
 )
 def test_quickstart_rejects_bad_settings_before_any_work(tmp_path, capsys, flag, value, needle):
@@ -123,15 +127,17 @@ def test_images_and_switches_reach_the_cache_the_module_and_the_identity(tmp_pat
     from skyreels_v4.training.cache import LatentCache
 
     out = tmp_path / "qs"
-    flags = ["--train-images", "4", "--prediction", "x0_skip", "--train-shift", "3"]
+    flags = ["--train-images", "4", "--prediction", "x0_skip", "--train-shift", "3", "--pooled-text", "0"]
     assert quickstart.main(["--out", str(out), *ARGS, *flags]) == 0
     cache = LatentCache(out / "cache_train")
     frames = sorted({int(cache[i]["video_latents"].shape[1]) for i in range(len(cache))})
     assert len(cache) == 8 + 4 and frames == [1, 3]  # images: 1 latent frame; 9-frame clips: 3
-    assert SkyReelsV4Transformer.from_pretrained(out / "model" / "transformer").prediction.value == "x0_skip"
+    transformer = SkyReelsV4Transformer.from_pretrained(out / "model" / "transformer")
+    assert transformer.prediction.value == "x0_skip" and transformer.config.video.pooled_text_dim is None
     hparams = torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)["hyper_parameters"]
     assert hparams["image_tasks"] == {"t2v": 1.0}
     assert hparams["timestep_sampler"]["shift"] == {"shift": 3.0}
     saved = json.loads((out / quickstart.SETTINGS_FILE).read_text())
     assert (saved["train_images"], saved["prediction"], saved["train_shift"]) == (4, "x0_skip", 3.0)
+    assert saved["pooled_text"] == 0
     assert quickstart.main(["--out", str(out), *ARGS, "--train-images", "8"]) == 2  # another run: refused

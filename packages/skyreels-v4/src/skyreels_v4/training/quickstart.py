@@ -46,6 +46,7 @@ PRESETS: dict[str, dict[str, float | int]] = {
         "learning_rate": 1e-3,
         "train_shift": 3.0,
         "train_images": 2048,
+        "pooled_text": 32,
     },
     "evidence": {
         "minutes": 25.0,
@@ -57,6 +58,7 @@ PRESETS: dict[str, dict[str, float | int]] = {
         "learning_rate": 1e-3,
         "train_shift": 3.0,
         "train_images": 4096,
+        "pooled_text": 32,
     },
 }
 
@@ -78,6 +80,7 @@ class QuickstartSettings(argparse.Namespace):
     prediction: str
     train_shift: float
     train_images: int
+    pooled_text: int
     no_av_cross_attention: bool
     audio_alignment: str
     exchange_order: str
@@ -134,6 +137,13 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="one-frame clips (the first frames of other world clips, T2I) added to the training cache, "
         "as Table 1's image-video stages mix them (default: from --preset)",
+    )
+    parser.add_argument(
+        "--pooled-text",
+        type=int,
+        default=None,
+        help="width of the text encoder's pooled prompt vector, added to both branches' timestep "
+        "modulation (0: none, tokens only) (default: from --preset)",
     )
     ablations = parser.add_argument_group("ablations (switches of the same model; docs/training.md)")
     ablations.add_argument(
@@ -201,6 +211,7 @@ def _check(settings: QuickstartSettings) -> None:
         ("--steps", settings.steps, 1 <= settings.steps <= 1000, "in [1, 1000]"),
         ("--seed", settings.seed, settings.seed >= 0, ">= 0"),
         ("--train-images", settings.train_images, settings.train_images >= 0, ">= 0"),
+        ("--pooled-text", settings.pooled_text, 0 <= settings.pooled_text <= 4096, "in [0, 4096]"),
         (
             "--train-shift",
             settings.train_shift,
@@ -252,7 +263,10 @@ def run_quickstart(settings: QuickstartSettings) -> dict:
     # 1. Codecs and text encoder.
     # Cube-root companding: the world's sparse blips become latents of a few units (vae/frame_audio.py).
     audio_codec = FrameAudioCodec(sample_rate=16000, hop_length=256, compression=1 / 3)
-    text_encoder = EmbeddedTextEncoder(EmbeddedTextEncoderConfig(dim=32, seed=settings.seed))
+    pooled = int(getattr(settings, "pooled_text", 0)) or None
+    text_encoder = EmbeddedTextEncoder(
+        EmbeddedTextEncoderConfig(dim=32, pooled_dim=pooled, seed=settings.seed)
+    )
     if settings.video_codec == "tiny":
         from skyreels_v4.vae import TinyVideoAutoencoderConfig, train_tiny_video_autoencoder
 
@@ -307,7 +321,12 @@ def run_quickstart(settings: QuickstartSettings) -> dict:
         video_latent_channels=video_codec.latent_channels,
         audio_latent_channels=audio_codec.latent_channels,
         text_dim=text_encoder.dim,
-        model_overrides={"dim": 128, "num_heads": 4, "video_rope_axes": [8, 12, 12]},
+        model_overrides={
+            "dim": 128,
+            "num_heads": 4,
+            "video_rope_axes": [8, 12, 12],
+            "pooled_text_dim": pooled,
+        },
         prediction=settings.prediction,
         tasks={
             "t2av": 0.5,
@@ -417,6 +436,7 @@ _IDENTITY = (
     "prediction",
     "train_shift",
     "train_images",
+    "pooled_text",
     "no_av_cross_attention",
     "audio_alignment",
     "exchange_order",
@@ -432,6 +452,7 @@ def _identity(settings: QuickstartSettings) -> dict[str, object]:
         "prediction": "x0",
         "train_shift": 1.0,
         "train_images": 0,
+        "pooled_text": 0,
     }
     return {key: getattr(settings, key, defaults.get(key)) for key in _IDENTITY}
 
