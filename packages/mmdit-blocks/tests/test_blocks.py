@@ -81,6 +81,28 @@ def test_text_cross_attention_is_exactly_zero_at_init():
     assert torch.equal(layer(latent, text, text_mask=KeyPaddingMask(valid_lengths=LENGTHS)), latent)
 
 
+def test_a_zero_text_cross_attention_is_skipped_only_without_autograd(monkeypatch):
+    layer = TextCrossAttention(dim=32, num_heads=2)
+    latent, text = torch.randn(2, 30, 32), torch.randn(2, 9, 32)
+    calls = []
+    monkeypatch.setattr(layer.q, "forward", lambda x: calls.append(1) or torch.zeros_like(x))
+    with torch.no_grad():
+        assert layer(latent, text, text_mask=None) is latent and calls == []  # identity: not computed
+    with torch.inference_mode():
+        assert layer(latent, text, text_mask=None) is latent and calls == []
+    # With autograd on it runs: Out's gradient needs the attention output even while Out is zero.
+    layer(latent, text, text_mask=None)
+    assert calls == [1]
+    monkeypatch.undo()
+    layer(latent, text, text_mask=None).sum().backward()
+    assert layer.out.weight.grad.abs().max() > 0
+    # One non-zero entry of Out: no longer the identity, so it runs without autograd too.
+    with torch.no_grad():
+        layer.out.bias[3] = 0.5
+        assert not layer.output_is_zero()
+        assert torch.equal(layer(latent, text, text_mask=None)[..., 3], latent[..., 3] + 0.5)
+
+
 def test_text_cross_attention_matches_reference(randomize):
     layer = randomize(TextCrossAttention(dim=32, num_heads=2), seed=3, std=0.3)
     latent, text = torch.randn(2, 30, 32), torch.randn(2, 9, 32)

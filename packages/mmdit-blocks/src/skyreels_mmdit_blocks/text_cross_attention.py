@@ -6,6 +6,12 @@ LN is an affine LayerNorm, RMS a per-head RMSNorm. ``Out`` starts at zero (weigh
 block with this layer added reproduces the pretrained text-to-video block exactly until training
 moves it (ARCHITECTURE.md section 4, "new layers start at zero").
 
+Without autograd (sampling under ``torch.no_grad`` / ``inference_mode``) a layer whose ``Out`` is
+still exactly zero, as in a model converted from a text-to-video checkpoint and not yet trained, is
+the identity ``x'' = x'`` and is skipped: the same values (for finite inputs) without its cost. With
+autograd on it always runs, since ``Out``'s gradient needs the attention output. Not under
+``torch.compile`` (the check is data-dependent and would break the graph).
+
 Shape legend: B batch, L latent tokens, Lt text tokens, D width, H heads.
 """
 
@@ -38,10 +44,16 @@ class TextCrossAttention(nn.Module):
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
+    def output_is_zero(self) -> bool:
+        """True while ``Out``'s weight and bias are exactly zero (the layer adds nothing)."""
+        return not bool(self.out.weight.any()) and not bool(self.out.bias.any())
+
     def forward(
         self, latent_BLD: torch.Tensor, text_BTD: torch.Tensor, *, text_mask: KeyPaddingMask | None
     ) -> torch.Tensor:
         """latent [B, L, D], text [B, Lt, D] -> updated latent [B, L, D] (residual included)."""
+        if not torch.is_grad_enabled() and not torch.compiler.is_compiling() and self.output_is_zero():
+            return latent_BLD
         q = self.q_norm(split_heads(self.q(self.norm(latent_BLD)), self.num_heads))
         k, v = self.kv(text_BTD).chunk(2, dim=-1)
         k = self.k_norm(split_heads(k, self.num_heads))
