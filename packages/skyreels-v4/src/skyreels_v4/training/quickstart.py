@@ -47,6 +47,7 @@ PRESETS: dict[str, dict[str, float | int]] = {
         "train_shift": 3.0,
         "train_images": 2048,
         "pooled_text": 32,
+        "video_patch": 2,
     },
     "evidence": {
         "minutes": 25.0,
@@ -59,6 +60,7 @@ PRESETS: dict[str, dict[str, float | int]] = {
         "train_shift": 3.0,
         "train_images": 4096,
         "pooled_text": 32,
+        "video_patch": 2,
     },
 }
 
@@ -81,6 +83,7 @@ class QuickstartSettings(argparse.Namespace):
     train_shift: float
     train_images: int
     pooled_text: int
+    video_patch: int
     no_av_cross_attention: bool
     audio_alignment: str
     exchange_order: str
@@ -144,6 +147,14 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="width of the text encoder's pooled prompt vector, added to both branches' timestep "
         "modulation (0: none, tokens only) (default: from --preset)",
+    )
+    parser.add_argument(
+        "--video-patch",
+        type=int,
+        choices=(1, 2),
+        default=None,
+        help="spatial patch of the video tokens in latent pixels (1: one token per latent pixel, 4x the "
+        "tokens of 2) (default: from --preset)",
     )
     ablations = parser.add_argument_group("ablations (switches of the same model; docs/training.md)")
     ablations.add_argument(
@@ -314,6 +325,7 @@ def run_quickstart(settings: QuickstartSettings) -> dict:
         batch_size=settings.batch_size,
         shuffle_seed=settings.seed,
     )
+    patch = int(getattr(settings, "video_patch", 2))
     # One-frame batches (the --train-images clips) are T2I; every other batch draws from `tasks`.
     module = StageTrainingModule(
         image_tasks={"t2v": 1.0},
@@ -326,6 +338,7 @@ def run_quickstart(settings: QuickstartSettings) -> dict:
             "num_heads": 4,
             "video_rope_axes": [8, 12, 12],
             "pooled_text_dim": pooled,
+            "video_patch_size": [1, patch, patch],
         },
         prediction=settings.prediction,
         tasks={
@@ -437,6 +450,7 @@ _IDENTITY = (
     "train_shift",
     "train_images",
     "pooled_text",
+    "video_patch",
     "no_av_cross_attention",
     "audio_alignment",
     "exchange_order",
@@ -453,6 +467,7 @@ def _identity(settings: QuickstartSettings) -> dict[str, object]:
         "train_shift": 1.0,
         "train_images": 0,
         "pooled_text": 0,
+        "video_patch": 2,
     }
     return {key: getattr(settings, key, defaults.get(key)) for key in _IDENTITY}
 
