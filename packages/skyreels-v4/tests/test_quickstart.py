@@ -56,6 +56,7 @@ def test_quickstart_writes_model_samples_and_report(tmp_path, capsys):
     # The presets' pooled prompt vector: the encoder makes it, both branches' adaLN take it.
     assert pipeline.text_encoder.pooled_dim == 32
     assert pipeline.transformer.config.video.pooled_text_dim == 32
+    assert pipeline.transformer.config.video.patch_size == (1, 1, 1)  # the presets' --video-patch 1
 
     # Rerunning the same command resumes from the last checkpoint instead of starting over.
     steps = metrics["steps"]
@@ -128,18 +129,18 @@ def test_images_and_switches_reach_the_cache_the_module_and_the_identity(tmp_pat
 
     out = tmp_path / "qs"
     flags = ["--train-images", "4", "--prediction", "x0_skip", "--train-shift", "3", "--pooled-text", "0"]
-    flags += ["--video-patch", "1"]
+    flags += ["--video-patch", "2"]
     assert quickstart.main(["--out", str(out), *ARGS, *flags]) == 0
     cache = LatentCache(out / "cache_train")
     frames = sorted({int(cache[i]["video_latents"].shape[1]) for i in range(len(cache))})
     assert len(cache) == 8 + 4 and frames == [1, 3]  # images: 1 latent frame; 9-frame clips: 3
     transformer = SkyReelsV4Transformer.from_pretrained(out / "model" / "transformer")
     assert transformer.prediction.value == "x0_skip" and transformer.config.video.pooled_text_dim is None
-    assert transformer.config.video.patch_size == (1, 1, 1)
+    assert transformer.config.video.patch_size == (1, 2, 2)
     hparams = torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)["hyper_parameters"]
     assert hparams["image_tasks"] == {"t2v": 1.0}
     assert hparams["timestep_sampler"]["shift"] == {"shift": 3.0}
     saved = json.loads((out / quickstart.SETTINGS_FILE).read_text())
     assert (saved["train_images"], saved["prediction"], saved["train_shift"]) == (4, "x0_skip", 3.0)
-    assert (saved["pooled_text"], saved["video_patch"]) == (0, 1)
+    assert (saved["pooled_text"], saved["video_patch"]) == (0, 2)
     assert quickstart.main(["--out", str(out), *ARGS, "--train-images", "8"]) == 2  # another run: refused

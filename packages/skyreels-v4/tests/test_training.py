@@ -37,20 +37,23 @@ def components():
     )
 
 
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory, components):
+def _world_cache(out, components, *, length, seed, shard_size, text_encoder=None):
     video, audio, text = components
-    out = tmp_path_factory.mktemp("cache")
     build_latent_cache(
-        world_samples(WORLD, length=12, seed=0),
+        world_samples(WORLD, length=length, seed=seed),
         out,
         video_vae=video,
         audio_vae=audio,
-        text_encoder=text,
-        shard_size=5,
+        text_encoder=text if text_encoder is None else text_encoder,
+        shard_size=shard_size,
         progress=False,
     )
     return out
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory, components):
+    return _world_cache(tmp_path_factory.mktemp("cache"), components, length=12, seed=0, shard_size=5)
 
 
 def make_module(components, **changes) -> JointTrainingModule:
@@ -373,18 +376,9 @@ def test_the_module_targets_follow_its_prediction_type(cache_dir, components):
 
 @pytest.fixture(scope="module")
 def pooled_cache_dir(tmp_path_factory, components):
-    video, audio, _ = components
+    encoder = EmbeddedTextEncoder(EmbeddedTextEncoderConfig(dim=32, pooled_dim=16))
     out = tmp_path_factory.mktemp("pooled_cache")
-    build_latent_cache(
-        world_samples(WORLD, length=4, seed=1),
-        out,
-        video_vae=video,
-        audio_vae=audio,
-        text_encoder=EmbeddedTextEncoder(EmbeddedTextEncoderConfig(dim=32, pooled_dim=16)),
-        shard_size=4,
-        progress=False,
-    )
-    return out
+    return _world_cache(out, components, length=4, seed=1, shard_size=4, text_encoder=encoder)
 
 
 def test_pooled_text_reaches_the_model_and_drops_to_the_empty_prompts(pooled_cache_dir, components):

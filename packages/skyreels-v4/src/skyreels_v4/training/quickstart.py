@@ -47,7 +47,7 @@ PRESETS: dict[str, dict[str, float | int]] = {
         "train_shift": 3.0,
         "train_images": 2048,
         "pooled_text": 32,
-        "video_patch": 2,
+        "video_patch": 1,
     },
     "evidence": {
         "minutes": 25.0,
@@ -60,7 +60,7 @@ PRESETS: dict[str, dict[str, float | int]] = {
         "train_shift": 3.0,
         "train_images": 4096,
         "pooled_text": 32,
-        "video_patch": 2,
+        "video_patch": 1,
     },
 }
 
