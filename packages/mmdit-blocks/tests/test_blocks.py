@@ -181,3 +181,35 @@ def test_rotate_prefix_checks_the_latent_count():
         rotate_prefix(x, Rotary(cos, sin), num_latent=6)
     with pytest.raises(ValueError, match=r"num_latent must be an int in \[0, 7\]; got 8"):
         rotate_prefix(x, Rotary(cos, sin), num_latent=8)
+
+
+def test_only_a_plain_all_zero_linear_counts_as_zero():
+    from skyreels_mmdit_blocks import is_zero_linear
+
+    class MyLinear(torch.nn.Linear):
+        pass
+
+    zero = torch.nn.Linear(4, 3)
+    torch.nn.init.zeros_(zero.weight), torch.nn.init.zeros_(zero.bias)
+    assert is_zero_linear(zero)
+    no_bias = torch.nn.Linear(4, 3, bias=False)
+    torch.nn.init.zeros_(no_bias.weight)
+    assert is_zero_linear(no_bias)
+    with torch.no_grad():
+        zero.bias[1] = 1e-30
+    assert not is_zero_linear(zero)
+    subclass = MyLinear(4, 3)
+    torch.nn.init.zeros_(subclass.weight), torch.nn.init.zeros_(subclass.bias)
+    assert not is_zero_linear(subclass) and not is_zero_linear(torch.nn.Identity())
+
+
+def test_a_lora_on_a_zero_text_cross_attention_output_is_not_skipped():
+    """peft wraps ``out``: the base is zero but ``B A x`` is not, so sampling must run the layer."""
+    peft = pytest.importorskip("peft")
+    layer = TextCrossAttention(dim=32, num_heads=2)
+    config = peft.LoraConfig(r=2, target_modules=["out"], init_lora_weights=False)
+    wrapped = peft.get_peft_model(torch.nn.ModuleDict({"layer": layer}), config).base_model.model["layer"]
+    latent, text = torch.randn(2, 30, 32), torch.randn(2, 9, 32)
+    assert not wrapped.output_is_zero()
+    with torch.no_grad():
+        assert (wrapped(latent, text, text_mask=None) - latent).abs().max() > 1e-4

@@ -58,6 +58,7 @@ from skyreels_mmdit_blocks.weight_import import (
     export_hunyuan_state_dict,
     load_hunyuan_video_weights,
 )
+from skyreels_mmdit_blocks.zero_layers import is_zero_linear
 
 __all__ = [
     "PRESET_NAMES",
@@ -104,6 +105,7 @@ __all__ = [
     "export_hunyuan_state_dict",
     "hunyuan_name_rules",
     "infer_hunyuan_branch_config",
+    "is_zero_linear",
     "joint_preset",
     "key_mask_from_bool",
     "load_hunyuan_video_weights",

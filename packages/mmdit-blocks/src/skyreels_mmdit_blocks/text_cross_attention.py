@@ -6,13 +6,12 @@ LN is an affine LayerNorm, RMS a per-head RMSNorm. ``Out`` starts at zero (weigh
 block with this layer added reproduces the pretrained text-to-video block exactly until training
 moves it (ARCHITECTURE.md section 4, "new layers start at zero").
 
-Without autograd (sampling under ``torch.no_grad`` / ``inference_mode``) a layer whose ``Out`` is
-still exactly zero, as in a model converted from a text-to-video checkpoint and not yet trained, is
-the identity ``x'' = x'`` and is skipped: the same values (for finite inputs) without its cost. With
+Without autograd (sampling under ``torch.no_grad`` / ``inference_mode``) a layer whose ``Out`` is a
+plain Linear that is still exactly zero, as in a model converted from a text-to-video checkpoint and
+not yet trained, is the identity ``x'' = x'`` and is skipped: the same values (for finite inputs)
+without its cost. A LoRA-wrapped or quantised ``Out`` always runs (``zero_layers.is_zero_linear``). With
 autograd on it always runs, since ``Out``'s gradient needs the attention output. Not under
 ``torch.compile`` (the check is data-dependent and would break the graph).
-
-Shape legend: B batch, L latent tokens, Lt text tokens, D width, H heads.
 """
 
 from __future__ import annotations
@@ -22,6 +21,7 @@ from torch import nn
 
 from skyreels_attention import AttentionConfig, AttentionKernel, KeyPaddingMask
 from skyreels_mmdit_blocks.multihead import HeadRMSNorm, merge_heads, split_heads
+from skyreels_mmdit_blocks.zero_layers import is_zero_linear
 
 __all__ = ["TextCrossAttention"]
 
@@ -45,8 +45,9 @@ class TextCrossAttention(nn.Module):
         nn.init.zeros_(self.out.bias)
 
     def output_is_zero(self) -> bool:
-        """True while ``Out``'s weight and bias are exactly zero (the layer adds nothing)."""
-        return not bool(self.out.weight.any()) and not bool(self.out.bias.any())
+        """True while ``Out`` is a plain Linear whose weight and bias are exactly zero (the layer adds
+        nothing); False for a wrapped (LoRA) or quantised ``Out`` (``zero_layers.is_zero_linear``)."""
+        return is_zero_linear(self.out)
 
     def forward(
         self, latent_BLD: torch.Tensor, text_BTD: torch.Tensor, *, text_mask: KeyPaddingMask | None

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from skyreels_flow_matching import JointGuidanceConfig, ModalityGuidanceConfig, sigma_to_timestep
+from skyreels_mmdit_blocks import is_zero_linear
 from skyreels_v4.errors import NonFiniteError
 from skyreels_v4.model import JointDenoiser, ModelCondition, PredictionType, prediction_to_velocity
 from skyreels_v4.pipeline.request import Task
@@ -28,13 +29,10 @@ __all__ = ["HeldModalityDenoiser", "VideoOnlyDenoiser", "denoiser_for_task", "vi
 
 
 def video_reads_audio(transformer: torch.nn.Module) -> bool:
-    """False when every eq. 5 video-from-audio output projection is exactly zero (one host sync per
-    tensor; called once per ``sample``)."""
-    for exchange in getattr(transformer, "exchanges", ()):
-        out = exchange.video_from_audio.out
-        if bool(out.weight.any()) or (out.bias is not None and bool(out.bias.any())):
-            return True
-    return False
+    """False when every eq. 5 video-from-audio output projection is a plain Linear that is exactly zero
+    (one host sync per tensor; called once per ``sample``). A LoRA-wrapped or quantised projection
+    counts as reading the audio: its output is not known to be zero."""
+    return not all(is_zero_linear(e.video_from_audio.out) for e in getattr(transformer, "exchanges", ()))
 
 
 class HeldModalityDenoiser:
