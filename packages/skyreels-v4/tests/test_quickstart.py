@@ -77,6 +77,7 @@ def test_quickstart_writes_model_samples_and_report(tmp_path, capsys):
         ("--train-shift", "0", "--train-shift"),
         ("--train-shift", "inf", "--train-shift"),
         ("--pooled-text", "-1", "--pooled-text"),
+        ("--lr-decay-steps", "-5", "--lr-decay-steps"),
     ],
 )
 def test_quickstart_rejects_bad_settings_before_any_work(tmp_path, capsys, flag, value, needle):
@@ -129,7 +130,7 @@ def test_images_and_switches_reach_the_cache_the_module_and_the_identity(tmp_pat
 
     out = tmp_path / "qs"
     flags = ["--train-images", "4", "--prediction", "x0_skip", "--train-shift", "3", "--pooled-text", "0"]
-    flags += ["--video-patch", "2"]
+    flags += ["--video-patch", "2", "--lr-decay-steps", "7"]
     assert quickstart.main(["--out", str(out), *ARGS, *flags]) == 0
     cache = LatentCache(out / "cache_train")
     frames = sorted({int(cache[i]["video_latents"].shape[1]) for i in range(len(cache))})
@@ -138,9 +139,9 @@ def test_images_and_switches_reach_the_cache_the_module_and_the_identity(tmp_pat
     assert transformer.prediction.value == "x0_skip" and transformer.config.video.pooled_text_dim is None
     assert transformer.config.video.patch_size == (1, 2, 2)
     hparams = torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)["hyper_parameters"]
-    assert hparams["image_tasks"] == {"t2v": 1.0}
+    assert hparams["image_tasks"] == {"t2v": 1.0} and hparams["lr_decay_steps"] == 7
     assert hparams["timestep_sampler"]["shift"] == {"shift": 3.0}
     saved = json.loads((out / quickstart.SETTINGS_FILE).read_text())
     assert (saved["train_images"], saved["prediction"], saved["train_shift"]) == (4, "x0_skip", 3.0)
-    assert (saved["pooled_text"], saved["video_patch"]) == (0, 2)
+    assert (saved["pooled_text"], saved["video_patch"], saved["lr_decay_steps"]) == (0, 2, 7)
     assert quickstart.main(["--out", str(out), *ARGS, "--train-images", "8"]) == 2  # another run: refused

@@ -416,3 +416,44 @@ def test_preflight_compares_the_pooled_width_with_the_cache(
         data = LatentCacheDataModule(cache_dir=str(cache_dir), batch_size=2)
         with pytest.raises(PreflightError, match="pooled_text_dim"):
             trainer.fit(make_module(components, model_overrides=overrides), data)
+
+
+def test_learning_rate_schedule_warms_up_then_decays_to_the_floor():
+    from skyreels_v4.training.module import learning_rate_factor
+
+    def f(step, decay=100):
+        return learning_rate_factor(step, warmup_steps=10, decay_steps=decay, floor=0.1)
+
+    assert [f(s) for s in (0, 4, 9)] == pytest.approx([0.1, 0.5, 1.0])
+    assert f(10) == pytest.approx(1.0) and f(60) == pytest.approx(0.55)  # half-way: (1 + 0.1) / 2
+    assert f(110) == pytest.approx(0.1) and f(10_000) == pytest.approx(0.1)  # held at the floor
+    assert all(f(s) >= f(s + 1) for s in range(10, 200))
+    assert f(500, decay=0) == 1.0  # no decay: constant after the warm-up
+
+
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [
+        ({"lr_decay_steps": -1}, "lr_decay_steps"),
+        ({"lr_decay_steps": 2.5}, "lr_decay_steps"),
+        ({"warmup_steps": True}, "warmup_steps"),
+        ({"min_learning_rate_ratio": 1.5}, "min_learning_rate_ratio"),
+    ],
+)
+def test_bad_schedule_settings_are_typed_errors(components, change, needle):
+    with pytest.raises(SkyReelsError, match=needle):
+        make_module(components, **change)
+
+
+def test_the_optimizer_follows_the_schedule(components):
+    module = make_module(components, warmup_steps=2, lr_decay_steps=4, min_learning_rate_ratio=0.25)
+    configured = module.configure_optimizers()
+    optimizer, scheduler = configured["optimizer"], configured["lr_scheduler"]["scheduler"]
+    rates = []
+    for _ in range(8):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    # Warm-up 2 steps, then cos over 4 steps from 1 to 0.25: 0.25 + 0.375 (1 + cos(pi k / 4)).
+    expected = [0.5, 1.0, 1.0, 0.890165, 0.625, 0.359835, 0.25, 0.25]
+    assert rates == pytest.approx([2e-3 * e for e in expected], rel=1e-5)

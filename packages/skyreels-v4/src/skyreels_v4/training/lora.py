@@ -25,7 +25,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from skyreels_v4.errors import ConfigMismatchError, FileFormatError, SkyReelsError
@@ -276,16 +275,7 @@ class LoRATrainingModule(StageTrainingModule):
         self.save_hyperparameters()
 
     def configure_optimizers(self) -> Any:
-        hp = self.hparams
-        trainable = [p for p in self.transformer.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(
-            trainable, lr=hp.learning_rate, weight_decay=hp.weight_decay, betas=(0.9, 0.99)
-        )
-        if hp.warmup_steps <= 0:
-            return optimizer
-        warmup = int(hp.warmup_steps)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return self._optimizer_and_schedule([p for p in self.transformer.parameters() if p.requires_grad])
 
     def export_model(self, folder: str | os.PathLike[str]) -> Path:
         """Write the adapter or the merged model folder (``export``), from the EMA weights if kept."""

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 import lightning as L
@@ -55,7 +57,7 @@ from skyreels_v4.model import (
 from skyreels_v4.refiner.hparams import as_sampler_config
 from skyreels_v4.training.tasks import JointTask, parse_task_mixture, sample_task
 
-__all__ = ["JointTrainingModule", "build_transformer_config"]
+__all__ = ["JointTrainingModule", "build_transformer_config", "learning_rate_factor"]
 
 _BRANCH_FIELDS = (
     "dim",
@@ -66,6 +68,18 @@ _BRANCH_FIELDS = (
     "num_refiner_blocks",
     "pooled_text_dim",
 )
+
+
+def learning_rate_factor(step: int, *, warmup_steps: int, decay_steps: int, floor: float) -> float:
+    """Multiplier of the peak learning rate at optimizer step ``step`` (0-based): linear warm-up over
+    ``warmup_steps``, then a cosine from 1 down to ``floor`` over ``decay_steps`` (held at ``floor``
+    after), or 1 when ``decay_steps`` is 0."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if decay_steps <= 0:
+        return 1.0
+    progress = min(1.0, (step - max(warmup_steps, 0)) / decay_steps)
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def build_transformer_config(
@@ -158,6 +172,9 @@ class JointTrainingModule(L.LightningModule):
         timestep_sharing: ``shared`` (eq. 6) or ``independent`` σ per modality.
         video_weight, audio_weight: eq. 6's loss weights.
         text_dropout: probability of replacing a sample's text with the empty prompt.
+        warmup_steps, lr_decay_steps, min_learning_rate_ratio: the learning-rate schedule
+            (``learning_rate_factor``): linear warm-up, then a cosine decay over ``lr_decay_steps`` to
+            ``min_learning_rate_ratio`` of the peak (0 = constant after the warm-up).
         ema_decay: 0 = no EMA.
         av_cross_attention, audio_alignment, exchange_order: the ablation switches.
         init_from: a model folder (``SkyReelsV4Transformer.save_pretrained``) whose weights start this
@@ -187,6 +204,8 @@ class JointTrainingModule(L.LightningModule):
         learning_rate: float = 1e-3,
         weight_decay: float = 0.0,
         warmup_steps: int = 0,
+        lr_decay_steps: int = 0,
+        min_learning_rate_ratio: float = 0.1,
         activation_checkpointing: bool = False,
         av_cross_attention: bool = True,
         audio_alignment: str = "ratio",
@@ -233,6 +252,9 @@ class JointTrainingModule(L.LightningModule):
             )
         )
         self.mixture = parse_task_mixture(tasks or {"t2av": 1.0})
+        for name, value in (("warmup_steps", warmup_steps), ("lr_decay_steps", lr_decay_steps)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise SkyReelsError(f"{name}: expected an int >= 0, got {value!r}")
         if isinstance(keyframe_count, bool) or not isinstance(keyframe_count, int) or keyframe_count < 1:
             raise SkyReelsError(f"keyframe_count: expected a positive int, got {keyframe_count!r}")
         for name, value, low, high in (
@@ -240,6 +262,7 @@ class JointTrainingModule(L.LightningModule):
             ("text_dropout", text_dropout, 0.0, 1.0),
             ("ema_decay", ema_decay, 0.0, 1.0),
             ("learning_rate", learning_rate, 0.0, 10.0),
+            ("min_learning_rate_ratio", min_learning_rate_ratio, 0.0, 1.0),
         ):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
                 raise SkyReelsError(f"{name}: expected a number in [{low}, {high}], got {value!r}")
@@ -292,17 +315,22 @@ class JointTrainingModule(L.LightningModule):
         self.frame_geometry = (int(cache.index["temporal_factor"]), int(cache.index["spatial_factor"]))
 
     def configure_optimizers(self) -> Any:
+        return self._optimizer_and_schedule(self.transformer.parameters())
+
+    def _optimizer_and_schedule(self, parameters: Any) -> Any:
+        """AdamW over ``parameters`` with the linear warm-up and optional cosine decay
+        (``learning_rate_factor``), stepped per optimizer step (its state is in the checkpoint)."""
         hp = self.hparams
         optimizer = torch.optim.AdamW(
-            self.transformer.parameters(),
-            lr=hp.learning_rate,
-            weight_decay=hp.weight_decay,
-            betas=(0.9, 0.99),
+            parameters, lr=hp.learning_rate, weight_decay=hp.weight_decay, betas=(0.9, 0.99)
         )
-        if hp.warmup_steps <= 0:
+        warmup, decay = int(hp.warmup_steps), int(hp.get("lr_decay_steps", 0))
+        if warmup <= 0 and decay <= 0:
             return optimizer
-        warmup = int(hp.warmup_steps)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
+        floor = float(hp.get("min_learning_rate_ratio", 0.1))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, partial(learning_rate_factor, warmup_steps=warmup, decay_steps=decay, floor=floor)
+        )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # -- one step -----------------------------------------------------------------------------

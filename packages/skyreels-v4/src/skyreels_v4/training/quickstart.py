@@ -48,6 +48,7 @@ PRESETS: dict[str, dict[str, float | int]] = {
         "train_images": 2048,
         "pooled_text": 32,
         "video_patch": 1,
+        "lr_decay_steps": 0,
     },
     "evidence": {
         "minutes": 25.0,
@@ -61,6 +62,7 @@ PRESETS: dict[str, dict[str, float | int]] = {
         "train_images": 4096,
         "pooled_text": 32,
         "video_patch": 1,
+        "lr_decay_steps": 0,
     },
 }
 
@@ -84,6 +86,7 @@ class QuickstartSettings(argparse.Namespace):
     train_images: int
     pooled_text: int
     video_patch: int
+    lr_decay_steps: int
     no_av_cross_attention: bool
     audio_alignment: str
     exchange_order: str
@@ -110,6 +113,11 @@ def _parser() -> argparse.ArgumentParser:
         ("--frames", int, "frames per clip at 16 fps, 1 + 4k"),
         ("--max-objects", int, "objects per clip, 1..max"),
         ("--learning-rate", float, "AdamW learning rate"),
+        (
+            "--lr-decay-steps",
+            int,
+            "cosine decay of the learning rate to 0.1x over this many steps (0: constant)",
+        ),
     )
     for flag, kind, text in options:
         parser.add_argument(flag, type=kind, default=None, help=f"{text} (default: from --preset)")
@@ -222,6 +230,7 @@ def _check(settings: QuickstartSettings) -> None:
         ("--steps", settings.steps, 1 <= settings.steps <= 1000, "in [1, 1000]"),
         ("--seed", settings.seed, settings.seed >= 0, ">= 0"),
         ("--train-images", settings.train_images, settings.train_images >= 0, ">= 0"),
+        ("--lr-decay-steps", settings.lr_decay_steps, settings.lr_decay_steps >= 0, ">= 0"),
         ("--pooled-text", settings.pooled_text, 0 <= settings.pooled_text <= 4096, "in [0, 4096]"),
         (
             "--train-shift",
@@ -357,6 +366,7 @@ def run_quickstart(settings: QuickstartSettings) -> dict:
         ema_decay=0.99,
         learning_rate=settings.learning_rate,
         warmup_steps=50,
+        lr_decay_steps=int(getattr(settings, "lr_decay_steps", 0)),
         seed=settings.seed,
         av_cross_attention=not getattr(settings, "no_av_cross_attention", False),
         audio_alignment=getattr(settings, "audio_alignment", "ratio"),
@@ -451,6 +461,7 @@ _IDENTITY = (
     "train_images",
     "pooled_text",
     "video_patch",
+    "lr_decay_steps",
     "no_av_cross_attention",
     "audio_alignment",
     "exchange_order",
@@ -468,6 +479,7 @@ def _identity(settings: QuickstartSettings) -> dict[str, object]:
         "train_images": 0,
         "pooled_text": 0,
         "video_patch": 2,
+        "lr_decay_steps": 0,
     }
     return {key: getattr(settings, key, defaults.get(key)) for key in _IDENTITY}
 
