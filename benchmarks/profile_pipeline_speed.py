@@ -1,12 +1,13 @@
 """Where the dense t2v sampling time goes, ours vs diffusers' HunyuanVideoPipeline: one 4-step sample
 each under torch.profiler, grouped by what each op does.
 
-    python -m benchmarks.profile_pipeline_speed
+    python -m benchmarks.profile_pipeline_speed [--shapes]
 
 Same setup as the "t2v 4 steps + CFG" group of benchmarks/test_pipeline_speed.py (D 256, 2 + 2
 blocks, 1152 video tokens, CFG 5, one thread): one warm-up sample, then one profiled sample per side.
 Prints self CPU time in linear layers, attention and element-wise ops, and the top ops. The breakdown
-quoted in docs/model.md ("Sampling speed") comes from this script.
+quoted in docs/model.md ("Sampling speed") comes from this script; ``--shapes`` also prints the top
+ops grouped by input shape (the per-call cost of the single-stream projection's bias copy quoted there).
 """
 
 from __future__ import annotations
@@ -61,11 +62,16 @@ def _samplers():
     return {"diffusers": diffusers_sample, "ours": lambda: ours.sample(prepared, progress=False)}
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.profile_pipeline_speed")
+    parser.add_argument("--shapes", action="store_true", help="also group the top ops by input shape")
+    args = parser.parse_args(argv)
     torch.set_num_threads(1)
     for name, sample in _samplers().items():
         sample()  # warm-up
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
+        with profile(activities=[ProfilerActivity.CPU], record_shapes=args.shapes) as prof:
             sample()
         events = prof.key_averages()
         total = sum(e.self_cpu_time_total for e in events) / 1e6
@@ -74,6 +80,9 @@ def main() -> int:
             seconds = sum(e.self_cpu_time_total for e in events if e.key in ops) / 1e6
             print(f"   {group:<13} {seconds:6.2f} s")
         print(events.table(sort_by="self_cpu_time_total", row_limit=10, max_name_column_width=48))
+        if args.shapes:
+            by_shape = prof.key_averages(group_by_input_shape=True)
+            print(by_shape.table(sort_by="self_cpu_time_total", row_limit=12, max_shapes_column_width=80))
     return 0
 
 

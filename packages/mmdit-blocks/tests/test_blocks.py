@@ -81,25 +81,35 @@ def test_text_cross_attention_is_exactly_zero_at_init():
     assert torch.equal(layer(latent, text, text_mask=KeyPaddingMask(valid_lengths=LENGTHS)), latent)
 
 
-def test_a_zero_text_cross_attention_is_skipped_only_without_autograd(monkeypatch):
+def test_a_zero_text_cross_attention_is_skipped_only_inside_the_block_and_without_autograd(monkeypatch):
+    from skyreels_mmdit_blocks import skipping_zero_text_cross_attention
+
     layer = TextCrossAttention(dim=32, num_heads=2)
+    model = torch.nn.ModuleDict({"a": layer})
     latent, text = torch.randn(2, 30, 32), torch.randn(2, 9, 32)
     calls = []
     monkeypatch.setattr(layer.q, "forward", lambda x: calls.append(1) or torch.zeros_like(x))
     with torch.no_grad():
-        assert layer(latent, text, text_mask=None) is latent and calls == []  # identity: not computed
-    with torch.inference_mode():
-        assert layer(latent, text, text_mask=None) is latent and calls == []
-    # With autograd on it runs: Out's gradient needs the attention output even while Out is zero.
-    layer(latent, text, text_mask=None)
+        layer(latent, text, text_mask=None)  # outside the block: always computed
     assert calls == [1]
+    with skipping_zero_text_cross_attention(model):
+        with torch.no_grad():
+            assert layer(latent, text, text_mask=None) is latent  # identity: not computed
+        with torch.inference_mode():
+            assert layer(latent, text, text_mask=None) is latent
+        assert calls == [1]
+        # With autograd on it runs: Out's gradient needs the attention output even while Out is zero.
+        layer(latent, text, text_mask=None)
+        assert calls == [1, 1]
+    assert layer.skip_while_zero is False  # restored on exit
     monkeypatch.undo()
     layer(latent, text, text_mask=None).sum().backward()
     assert layer.out.weight.grad.abs().max() > 0
-    # One non-zero entry of Out: no longer the identity, so it runs without autograd too.
+    # One non-zero entry of Out: no longer the identity, so it runs inside the block too.
     with torch.no_grad():
         layer.out.bias[3] = 0.5
-        assert not layer.output_is_zero()
+    with skipping_zero_text_cross_attention(model), torch.no_grad():
+        assert layer.skip_while_zero is False
         assert torch.equal(layer(latent, text, text_mask=None)[..., 3], latent[..., 3] + 0.5)
 
 
@@ -205,11 +215,13 @@ def test_only_a_plain_all_zero_linear_counts_as_zero():
 
 def test_a_lora_on_a_zero_text_cross_attention_output_is_not_skipped():
     """peft wraps ``out``: the base is zero but ``B A x`` is not, so sampling must run the layer."""
+    from skyreels_mmdit_blocks import skipping_zero_text_cross_attention
+
     peft = pytest.importorskip("peft")
     layer = TextCrossAttention(dim=32, num_heads=2)
     config = peft.LoraConfig(r=2, target_modules=["out"], init_lora_weights=False)
     wrapped = peft.get_peft_model(torch.nn.ModuleDict({"layer": layer}), config).base_model.model["layer"]
     latent, text = torch.randn(2, 30, 32), torch.randn(2, 9, 32)
-    assert not wrapped.output_is_zero()
-    with torch.no_grad():
+    with skipping_zero_text_cross_attention(wrapped), torch.no_grad():
+        assert wrapped.skip_while_zero is False
         assert (wrapped(latent, text, text_mask=None) - latent).abs().max() > 1e-4

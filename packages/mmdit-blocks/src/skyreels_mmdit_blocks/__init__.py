@@ -50,7 +50,7 @@ from skyreels_mmdit_blocks.patch_embed import (
 )
 from skyreels_mmdit_blocks.presets import PRESET_NAMES, PresetName, joint_preset
 from skyreels_mmdit_blocks.single_stream import SingleStreamBlock
-from skyreels_mmdit_blocks.text_cross_attention import TextCrossAttention
+from skyreels_mmdit_blocks.text_cross_attention import TextCrossAttention, skipping_zero_text_cross_attention
 from skyreels_mmdit_blocks.text_mask import text_lengths_from_mask
 from skyreels_mmdit_blocks.text_refiner import TextTokenRefiner, TokenRefinerBlock, masked_mean
 from skyreels_mmdit_blocks.weight_import import (
@@ -116,6 +116,7 @@ __all__ = [
     "patchify_video",
     "read_safetensors_directory",
     "sinusoidal_timestep_embedding",
+    "skipping_zero_text_cross_attention",
     "text_lengths_from_mask",
     "uniform_depth_mapping",
     "unpatchify_audio",

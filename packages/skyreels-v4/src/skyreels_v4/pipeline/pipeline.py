@@ -38,6 +38,7 @@ from skyreels_inpaint_conditioning import (
     pack_video_references,
     video_from_keyframes,
 )
+from skyreels_mmdit_blocks import skipping_zero_text_cross_attention
 from skyreels_v4.errors import FileFormatError, NonFiniteError, PromptError, SkyReelsError
 from skyreels_v4.io import atomic_write_json, read_json
 from skyreels_v4.model import ModelCondition, SkyReelsV4Transformer
@@ -742,7 +743,8 @@ class SkyReelsV4Pipeline:
                 callback(index, sigma, state)
 
         try:
-            with self._onloaded(self.transformer):
+            # Zero-initialised text cross-attention (a converted checkpoint) adds nothing: skip it.
+            with self._onloaded(self.transformer), skipping_zero_text_cross_attention(self.transformer):
                 video, audio = sample(
                     denoiser,
                     (prepared.video_noise, prepared.audio_noise),

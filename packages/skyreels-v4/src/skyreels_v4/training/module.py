@@ -324,10 +324,10 @@ class JointTrainingModule(L.LightningModule):
         optimizer = torch.optim.AdamW(
             parameters, lr=hp.learning_rate, weight_decay=hp.weight_decay, betas=(0.9, 0.99)
         )
-        warmup, decay = int(hp.warmup_steps), int(hp.get("lr_decay_steps", 0))
+        warmup, decay = int(hp.warmup_steps), int(hp.lr_decay_steps)
         if warmup <= 0 and decay <= 0:
             return optimizer
-        floor = float(hp.get("min_learning_rate_ratio", 0.1))
+        floor = float(hp.min_learning_rate_ratio)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, partial(learning_rate_factor, warmup_steps=warmup, decay_steps=decay, floor=floor)
         )

@@ -270,7 +270,8 @@ def run_quickstart(settings: QuickstartSettings) -> dict:
     root = Path(settings.out)
     _check_same_run(settings, root)
     root.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(root / SETTINGS_FILE, _identity(settings))
+    identity = _identity(settings)  # the model-shaping settings, with defaults for absent ones
+    atomic_write_json(root / SETTINGS_FILE, identity)
     world = WorldConfig(
         size=settings.size,
         num_frames=settings.frames,
@@ -283,7 +284,7 @@ def run_quickstart(settings: QuickstartSettings) -> dict:
     # 1. Codecs and text encoder.
     # Cube-root companding: the world's sparse blips become latents of a few units (vae/frame_audio.py).
     audio_codec = FrameAudioCodec(sample_rate=16000, hop_length=256, compression=1 / 3)
-    pooled = int(getattr(settings, "pooled_text", 0)) or None
+    pooled = int(identity["pooled_text"]) or None
     text_encoder = EmbeddedTextEncoder(
         EmbeddedTextEncoderConfig(dim=32, pooled_dim=pooled, seed=settings.seed)
     )
@@ -334,7 +335,7 @@ def run_quickstart(settings: QuickstartSettings) -> dict:
         batch_size=settings.batch_size,
         shuffle_seed=settings.seed,
     )
-    patch = int(getattr(settings, "video_patch", 2))
+    patch = int(identity["video_patch"])
     # One-frame batches (the --train-images clips) are T2I; every other batch draws from `tasks`.
     module = StageTrainingModule(
         image_tasks={"t2v": 1.0},
@@ -366,7 +367,7 @@ def run_quickstart(settings: QuickstartSettings) -> dict:
         ema_decay=0.99,
         learning_rate=settings.learning_rate,
         warmup_steps=50,
-        lr_decay_steps=int(getattr(settings, "lr_decay_steps", 0)),
+        lr_decay_steps=int(identity["lr_decay_steps"]),
         seed=settings.seed,
         av_cross_attention=not getattr(settings, "no_av_cross_attention", False),
         audio_alignment=getattr(settings, "audio_alignment", "ratio"),
