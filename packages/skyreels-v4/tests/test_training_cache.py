@@ -341,3 +341,15 @@ def test_world_command_and_one_line_errors(tmp_path, capsys):
     assert len(err) == 1 and "--world" in err[0] and "'0'" in err[0]
     assert cli_main(["cache", "--input", str(tmp_path / "nowhere"), "--output", str(out)]) == 2
     assert "nowhere" in capsys.readouterr().err
+
+
+def test_named_audio_codecs_of_the_cache_command():
+    from skyreels_v4.training.cache_cli import load_cache_components
+    from skyreels_v4.vae import FrameAudioCodec, SpectrogramAudioCodec
+
+    for name, kind, channels in (
+        ("frame", FrameAudioCodec, 256),
+        ("spectrogram", SpectrogramAudioCodec, 257),
+    ):
+        _, audio, _ = load_cache_components(video_vae="pixel", audio_vae=name, text_encoder="embedded")
+        assert type(audio) is kind and audio.latent_channels == channels and audio.sample_rate == 16000

@@ -43,7 +43,12 @@ def _parser() -> argparse.ArgumentParser:
     source.add_argument("--world", type=positive_int, metavar="N", help="N clips of the procedural world")
     parser.add_argument("--output", required=True, help="cache folder")
     parser.add_argument("--video-vae", default="pixel", help="'pixel' or a saved video codec folder")
-    parser.add_argument("--audio-vae", default="frame", help="'frame' or a saved audio codec folder")
+    parser.add_argument(
+        "--audio-vae",
+        default="frame",
+        help="'frame' (framed DCT, exact), 'spectrogram' (STFT magnitudes, Griffin-Lim decode; what the "
+        "quickstart trains on) or a saved audio codec folder",
+    )
     parser.add_argument("--text-encoder", default="embedded", help="'embedded' or a saved encoder folder")
     parser.add_argument(
         "--text-dim", type=positive_int, default=32, help="width of --text-encoder embedded (default 32)"
@@ -89,18 +94,25 @@ def load_cache_components(
 ) -> tuple[Any, Any, Any]:
     """The (video codec, audio codec, text encoder) named on the command line (module docstring)."""
     from skyreels_v4.text import EmbeddedTextEncoder, EmbeddedTextEncoderConfig, load_text_encoder
-    from skyreels_v4.vae import FrameAudioCodec, PixelShuffleVideoCodec, load_audio_codec, load_video_codec
+    from skyreels_v4.vae import (
+        FrameAudioCodec,
+        PixelShuffleVideoCodec,
+        SpectrogramAudioCodec,
+        load_audio_codec,
+        load_video_codec,
+    )
 
     video = (
         PixelShuffleVideoCodec(temporal_factor=4, spatial_factor=4)
         if video_vae == "pixel"
         else load_video_codec(_folder(video_vae, "--video-vae"))
     )
-    audio = (
-        FrameAudioCodec(sample_rate=16000, hop_length=256)
-        if audio_vae == "frame"
-        else load_audio_codec(_folder(audio_vae, "--audio-vae"))
-    )
+    if audio_vae == "frame":
+        audio = FrameAudioCodec(sample_rate=16000, hop_length=256)
+    elif audio_vae == "spectrogram":
+        audio = SpectrogramAudioCodec(sample_rate=16000, hop_length=256, n_fft=512)
+    else:
+        audio = load_audio_codec(_folder(audio_vae, "--audio-vae"))
     text = (
         EmbeddedTextEncoder(EmbeddedTextEncoderConfig(dim=text_dim, seed=seed))
         if text_encoder == "embedded"

@@ -6,7 +6,8 @@ Video codecs (:class:`VideoCodec`, satisfying ``skyreels_inpaint_conditioning.Vi
 (the embedded default, trained on the procedural world) and :class:`PixelShuffleVideoCodec`
 (zero-training, exactly invertible); the tiny one is trained by ``skyreels_v4.vae.train_video``.
 Audio codecs: :class:`AudioCodec` (over ``skyreels_audio_vae.AudioVAE``) and
-:class:`FrameAudioCodec` (zero-training, exactly invertible).
+:class:`FrameAudioCodec` (zero-training, exactly invertible) and :class:`SpectrogramAudioCodec`
+(zero-training, phase-free magnitudes decoded by Griffin-Lim: what the quickstart's tiny model learns).
 """
 
 from skyreels_v4.vae.audio_codec import AudioCodec, AudioCodecBase, load_audio_codec
@@ -14,6 +15,7 @@ from skyreels_v4.vae.diffusers_video import DiffusersVaeKind, DiffusersVideoVae,
 from skyreels_v4.vae.frame_audio import FrameAudioCodec
 from skyreels_v4.vae.pixel_shuffle import PixelShuffleVideoCodec
 from skyreels_v4.vae.resample import convert_channels, resample_waveform
+from skyreels_v4.vae.spectrogram_audio import SpectrogramAudioCodec
 from skyreels_v4.vae.tiling import VideoTilingConfig, tile_windows
 from skyreels_v4.vae.tiny_video import TinyVideoAutoencoder, TinyVideoAutoencoderConfig
 from skyreels_v4.vae.video_codec import VIDEO_CODEC_CLASSES, VideoCodec, load_video_codec
@@ -26,6 +28,7 @@ __all__ = [
     "DiffusersVideoVae",
     "FrameAudioCodec",
     "PixelShuffleVideoCodec",
+    "SpectrogramAudioCodec",
     "TinyVideoAutoencoder",
     "TinyVideoAutoencoderConfig",
     "VideoCodec",

@@ -270,7 +270,7 @@ class AudioCodec(AudioCodecBase):
         return cls(vae, chunking=chunking)
 
 
-AUDIO_CODEC_CLASSES = ("AudioCodec", "FrameAudioCodec")
+AUDIO_CODEC_CLASSES = ("AudioCodec", "FrameAudioCodec", "SpectrogramAudioCodec")
 """The class names :func:`load_audio_codec` accepts (an allow-list)."""
 
 
@@ -282,8 +282,13 @@ def load_audio_codec(
 ) -> AudioCodecBase:
     """Load any of :data:`AUDIO_CODEC_CLASSES` from ``folder`` (dispatch on config.json's ``"class"``)."""
     from skyreels_v4.vae.frame_audio import FrameAudioCodec
+    from skyreels_v4.vae.spectrogram_audio import SpectrogramAudioCodec
 
-    registry: dict[str, type[AudioCodecBase]] = {"AudioCodec": AudioCodec, "FrameAudioCodec": FrameAudioCodec}
+    registry: dict[str, type[AudioCodecBase]] = {
+        "AudioCodec": AudioCodec,
+        "FrameAudioCodec": FrameAudioCodec,
+        "SpectrogramAudioCodec": SpectrogramAudioCodec,
+    }
     config = read_codec_config(folder)
     if config["class"] not in registry:
         raise FileFormatError(
