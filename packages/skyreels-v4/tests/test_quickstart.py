@@ -51,7 +51,10 @@ def test_quickstart_writes_model_samples_and_report(tmp_path, capsys):
     from skyreels_v4.pipeline import SkyReelsV4Pipeline
 
     pipeline = SkyReelsV4Pipeline.from_pretrained(out / "model")
+    # The presets' phase-free audio codec (docs/decisions/0012-spectrogram-audio-codec.md).
+    assert type(pipeline.audio_vae).__name__ == "SpectrogramAudioCodec"
     assert pipeline.audio_vae.compression == pytest.approx(1 / 3)
+    assert pipeline.transformer.config.audio.in_channels == 257
     assert all(torch.isfinite(p).all() for p in pipeline.transformer.parameters())
     # The presets' pooled prompt vector: the encoder makes it, both branches' adaLN take it.
     assert pipeline.text_encoder.pooled_dim == 32
@@ -78,6 +81,14 @@ def test_quickstart_writes_model_samples_and_report(tmp_path, capsys):
         ("--train-shift", "inf", "--train-shift"),
         ("--pooled-text", "-1", "--pooled-text"),
         ("--lr-decay-steps", "-5", "--lr-decay-steps"),
+        ("--audio-weight", "0", "--audio-weight"),
+        ("--audio-weight", "nan", "--audio-weight"),
+        ("--task-weights", "t2av", "--task-weights"),
+        ("--task-weights", "t2av=1,t2av=2", "--task-weights"),
+        ("--task-weights", "t2av=x", "--task-weights"),
+        ("--task-weights", "sing=1", "sing"),
+        ("--task-weights", "t2av=-1", "--task-weights"),
+        ("--task-weights", "t2av=0", "--task-weights"),
     ],
 )
 def test_quickstart_rejects_bad_settings_before_any_work(tmp_path, capsys, flag, value, needle):
@@ -130,7 +141,7 @@ def test_images_and_switches_reach_the_cache_the_module_and_the_identity(tmp_pat
 
     out = tmp_path / "qs"
     flags = ["--train-images", "4", "--prediction", "x0_skip", "--train-shift", "3", "--pooled-text", "0"]
-    flags += ["--video-patch", "2", "--lr-decay-steps", "7"]
+    flags += ["--video-patch", "2", "--lr-decay-steps", "7", "--audio-codec", "dct", "--audio-weight", "2.5"]
     assert quickstart.main(["--out", str(out), *ARGS, *flags]) == 0
     cache = LatentCache(out / "cache_train")
     frames = sorted({int(cache[i]["video_latents"].shape[1]) for i in range(len(cache))})
@@ -138,10 +149,14 @@ def test_images_and_switches_reach_the_cache_the_module_and_the_identity(tmp_pat
     transformer = SkyReelsV4Transformer.from_pretrained(out / "model" / "transformer")
     assert transformer.prediction.value == "x0_skip" and transformer.config.video.pooled_text_dim is None
     assert transformer.config.video.patch_size == (1, 2, 2)
+    assert transformer.config.audio.in_channels == 256  # the DCT codec: one channel per coefficient
+    assert json.loads((out / "model" / "audio_vae" / "config.json").read_text())["class"] == "FrameAudioCodec"
     hparams = torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)["hyper_parameters"]
     assert hparams["image_tasks"] == {"t2v": 1.0} and hparams["lr_decay_steps"] == 7
+    assert hparams["audio_weight"] == 2.5
     assert hparams["timestep_sampler"]["shift"] == {"shift": 3.0}
     saved = json.loads((out / quickstart.SETTINGS_FILE).read_text())
     assert (saved["train_images"], saved["prediction"], saved["train_shift"]) == (4, "x0_skip", 3.0)
     assert (saved["pooled_text"], saved["video_patch"], saved["lr_decay_steps"]) == (0, 2, 7)
+    assert (saved["audio_codec"], saved["audio_weight"]) == ("dct", 2.5)
     assert quickstart.main(["--out", str(out), *ARGS, "--train-images", "8"]) == 2  # another run: refused

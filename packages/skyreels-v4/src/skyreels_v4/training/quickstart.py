@@ -2,9 +2,10 @@
 
 ``skyreels-v4 quickstart --out outputs/quickstart`` (about 10 minutes on 2 CPU cores):
 
-1. codecs: a zero-training, exactly invertible video codec (causal 4x time, 4x4 space pixel-unshuffle)
-   and audio codec (framed DCT at 16 kHz), and the embedded text encoder: nothing to download, nothing
-   to pre-train (``--video-codec tiny`` trains the small learned video autoencoder first instead);
+1. codecs: a zero-training, exactly invertible video codec (causal 4x time, 4x4 space pixel-unshuffle),
+   a zero-training audio codec (STFT magnitudes at 16 kHz, Griffin-Lim decode; ``--audio-codec dct``:
+   the exactly invertible framed DCT) and the embedded text encoder: nothing to download, nothing to
+   pre-train (``--video-codec tiny`` trains the small learned video autoencoder first instead);
 2. latent caches of training clips (plus one-frame clips, ``--train-images``) and validation clips;
 3. the tiny joint model trained on a task mixture (t2av, v2a, a2v, i2v, extension, references; T2I on
    the one-frame clips) with x0 prediction and the sampler's time shift in the training σ, within a
@@ -32,10 +33,13 @@ from skyreels_v4.io import atomic_write_json
 __all__ = ["QuickstartSettings", "main", "run_quickstart"]
 
 
+#: The clip batches' task mixture (``skyreels_v4.training.tasks``); the one-frame clips are always T2I.
+DEFAULT_TASKS = "t2av=0.5,v2a=0.15,a2v=0.1,image_to_video=0.1,video_extension=0.1,image_reference=0.05"
+
 #: Defaults of each preset (explicit flags override them). ``quick`` is the README's main job (at most
 #: 10 minutes on 2 CPU cores); ``evidence`` is the longer run of docs/training.md (3 s clips, more data,
 #: 25 minutes of training so that the whole run stays within 30 minutes, more held-out clips).
-PRESETS: dict[str, dict[str, float | int]] = {
+PRESETS: dict[str, dict[str, float | int | str]] = {
     "quick": {
         "minutes": 6.0,
         "num_train_clips": 512,
@@ -49,6 +53,9 @@ PRESETS: dict[str, dict[str, float | int]] = {
         "pooled_text": 32,
         "video_patch": 1,
         "lr_decay_steps": 0,
+        "audio_codec": "spectrogram",
+        "audio_weight": 1.0,
+        "task_weights": DEFAULT_TASKS,
     },
     "evidence": {
         "minutes": 25.0,
@@ -63,6 +70,9 @@ PRESETS: dict[str, dict[str, float | int]] = {
         "pooled_text": 32,
         "video_patch": 1,
         "lr_decay_steps": 0,
+        "audio_codec": "spectrogram",
+        "audio_weight": 1.0,
+        "task_weights": DEFAULT_TASKS,
     },
 }
 
@@ -81,6 +91,9 @@ class QuickstartSettings(argparse.Namespace):
     steps: int
     seed: int
     video_codec: str
+    audio_codec: str
+    audio_weight: float
+    task_weights: str
     prediction: str
     train_shift: float
     train_images: int
@@ -128,6 +141,26 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="seed (default: %(default)s)")
     parser.add_argument(
         "--video-codec", choices=("pixel", "tiny"), default="pixel", help="video codec (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--audio-codec",
+        choices=("spectrogram", "dct"),
+        default=None,
+        help="audio codec: spectrogram (companded STFT magnitudes, Griffin-Lim decode; phase-free, so "
+        "the model can learn it) or dct (framed DCT, exactly invertible, signed) (default: from --preset)",
+    )
+    parser.add_argument(
+        "--audio-weight",
+        type=float,
+        default=None,
+        help="weight of the audio loss against the video loss (eq. 6) (default: from --preset)",
+    )
+    parser.add_argument(
+        "--task-weights",
+        default=None,
+        metavar="TASK=W,...",
+        help="task mixture of the clip batches, e.g. 't2av=0.5,v2a=0.5' (names: skyreels_v4.training.tasks) "
+        "(default: from --preset)",
     )
     parser.add_argument(
         "--prediction",
@@ -233,6 +266,12 @@ def _check(settings: QuickstartSettings) -> None:
         ("--lr-decay-steps", settings.lr_decay_steps, settings.lr_decay_steps >= 0, ">= 0"),
         ("--pooled-text", settings.pooled_text, 0 <= settings.pooled_text <= 4096, "in [0, 4096]"),
         (
+            "--audio-weight",
+            settings.audio_weight,
+            0 < settings.audio_weight <= 1000 and math.isfinite(settings.audio_weight),
+            "in (0, 1000]",
+        ),
+        (
             "--train-shift",
             settings.train_shift,
             0 < settings.train_shift <= 100 and math.isfinite(settings.train_shift),
@@ -242,6 +281,30 @@ def _check(settings: QuickstartSettings) -> None:
     for name, value, ok, expected in checks:
         if not ok:
             raise SkyReelsError(f"{name}: expected {expected}, got {value!r}")
+    task_weights(settings.task_weights)
+
+
+def task_weights(text: str) -> dict[str, float]:
+    """``'t2av=0.5,v2a=0.5'`` -> ``{'t2av': 0.5, 'v2a': 0.5}``, checked like the module's mixture."""
+    from skyreels_v4.training.tasks import parse_task_mixture
+
+    weights: dict[str, float] = {}
+    for part in str(text).split(","):
+        name, sep, value = part.partition("=")
+        try:
+            weight = float(value)
+        except ValueError:
+            weight = None
+        if not sep or weight is None or name.strip() in weights:
+            raise SkyReelsError(
+                f"--task-weights: expected comma-separated TASK=WEIGHT pairs, each task once, got {text!r}"
+            )
+        weights[name.strip()] = weight
+    try:
+        parse_task_mixture(weights)
+    except SkyReelsError as error:
+        raise SkyReelsError(f"--task-weights: {error}") from None
+    return weights
 
 
 def run_quickstart(settings: QuickstartSettings) -> dict:
@@ -260,7 +323,7 @@ def run_quickstart(settings: QuickstartSettings) -> dict:
     from skyreels_v4.training.data import LatentCacheDataModule
     from skyreels_v4.training.evaluate import evaluate_generation, plot_loss_curves
     from skyreels_v4.training.stages import StageTrainingModule, image_samples
-    from skyreels_v4.vae import FrameAudioCodec, PixelShuffleVideoCodec
+    from skyreels_v4.vae import FrameAudioCodec, PixelShuffleVideoCodec, SpectrogramAudioCodec
     from skyreels_v4.world import WorldConfig, WorldSplit
 
     if getattr(settings, "preset", None) is not None:
@@ -282,8 +345,13 @@ def run_quickstart(settings: QuickstartSettings) -> dict:
     torch.manual_seed(settings.seed)
 
     # 1. Codecs and text encoder.
-    # Cube-root companding: the world's sparse blips become latents of a few units (vae/frame_audio.py).
-    audio_codec = FrameAudioCodec(sample_rate=16000, hop_length=256, compression=1 / 3)
+    # Both companded by a cube root: the world's sparse blips become latents of a few units. The
+    # spectrogram codec drops the phase, whose sign flips made the DCT latents' conditional mean silent
+    # (docs/decisions/0012-spectrogram-audio-codec.md).
+    if identity["audio_codec"] == "spectrogram":
+        audio_codec = SpectrogramAudioCodec(sample_rate=16000, hop_length=256, n_fft=512)
+    else:
+        audio_codec = FrameAudioCodec(sample_rate=16000, hop_length=256, compression=1 / 3)
     pooled = int(identity["pooled_text"]) or None
     text_encoder = EmbeddedTextEncoder(
         EmbeddedTextEncoderConfig(dim=32, pooled_dim=pooled, seed=settings.seed)
@@ -351,19 +419,13 @@ def run_quickstart(settings: QuickstartSettings) -> dict:
             "video_patch_size": [1, patch, patch],
         },
         prediction=settings.prediction,
-        tasks={
-            "t2av": 0.5,
-            "v2a": 0.15,
-            "a2v": 0.1,
-            "image_to_video": 0.1,
-            "video_extension": 0.1,
-            "image_reference": 0.05,
-        },
+        tasks=task_weights(str(identity["task_weights"])),
         timestep_sampler={
             "distribution": "logit_normal",
             "shift": {"shift": float(settings.train_shift)},
         },
         text_dropout=0.1,
+        audio_weight=float(identity["audio_weight"]),
         ema_decay=0.99,
         learning_rate=settings.learning_rate,
         warmup_steps=50,
@@ -457,6 +519,9 @@ _IDENTITY = (
     "batch_size",
     "seed",
     "video_codec",
+    "audio_codec",
+    "audio_weight",
+    "task_weights",
     "prediction",
     "train_shift",
     "train_images",
@@ -481,6 +546,9 @@ def _identity(settings: QuickstartSettings) -> dict[str, object]:
         "pooled_text": 0,
         "video_patch": 2,
         "lr_decay_steps": 0,
+        "audio_codec": "dct",
+        "audio_weight": 1.0,
+        "task_weights": DEFAULT_TASKS,
     }
     return {key: getattr(settings, key, defaults.get(key)) for key in _IDENTITY}
 
