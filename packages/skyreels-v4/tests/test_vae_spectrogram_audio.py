@@ -161,6 +161,7 @@ def test_folder_round_trip_and_bad_configs(tmp_path) -> None:
         ({"n_fft": 513, "hop_length": 128}, "n_fft"),  # odd
         ({"latent_scale": 0.0}, "latent_scale"),
         ({"latent_scale": float("inf")}, "latent_scale"),
+        ({"latent_scale": True}, "latent_scale"),
         ({"compression": 0}, "compression"),
         ({"compression": True}, "compression"),
         ({"griffin_lim_iters": 1.5}, "griffin_lim_iters"),

@@ -45,6 +45,22 @@ __all__ = ["AUDIO_CODEC_CLASSES", "AudioChunkingConfig", "AudioCodec", "AudioCod
 AUDIO_VAE_SUBFOLDER = "audio_vae"
 
 
+def check_codec_settings(*, latent_scale: object, compression: object, **counts: object) -> None:
+    """``ValueError`` naming the first bad setting of a zero-training audio codec: every count an int >= 1,
+    ``latent_scale`` a finite number > 0, ``compression`` a number in (0, 1] (bools are not numbers)."""
+    for name, value in counts.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}: expected an int >= 1, got {value!r}")
+    if (
+        isinstance(latent_scale, bool)
+        or not isinstance(latent_scale, (int, float))
+        or not 0 < latent_scale < float("inf")
+    ):
+        raise ValueError(f"latent_scale: expected a finite number > 0, got {latent_scale!r}")
+    if isinstance(compression, bool) or not isinstance(compression, (int, float)) or not 0 < compression <= 1:
+        raise ValueError(f"compression: expected a number in (0, 1], got {compression!r}")
+
+
 class AudioCodecBase(nn.Module):
     """Validation, boundary conversion, counts and folders shared by the audio codecs."""
 

@@ -29,7 +29,7 @@ from einops import rearrange
 from torch import Tensor
 
 from skyreels_v4.io import atomic_write_json
-from skyreels_v4.vae.audio_codec import AudioCodecBase
+from skyreels_v4.vae.audio_codec import AudioCodecBase, check_codec_settings
 from skyreels_v4.vae.video_codec import FORMAT_VERSION, require_fields
 
 __all__ = ["FrameAudioCodec", "dct_matrix"]
@@ -58,25 +58,17 @@ class FrameAudioCodec(AudioCodecBase):
         compression: float = 1.0,
     ) -> None:
         super().__init__()
-        for name, value in (
-            ("sample_rate", sample_rate),
-            ("audio_channels", audio_channels),
-            ("hop_length", hop_length),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}: expected an int >= 1, got {value!r}")
-        if not isinstance(latent_scale, (int, float)) or not 0 < latent_scale < float("inf"):
-            raise ValueError(f"latent_scale: expected a finite number > 0, got {latent_scale!r}")
+        check_codec_settings(
+            sample_rate=sample_rate,
+            audio_channels=audio_channels,
+            hop_length=hop_length,
+            latent_scale=latent_scale,
+            compression=compression,
+        )
         self.sample_rate = sample_rate
         self.audio_channels = audio_channels
         self.hop_length = hop_length
         self.latent_channels = audio_channels * hop_length
-        if (
-            isinstance(compression, bool)
-            or not isinstance(compression, (int, float))
-            or not 0 < compression <= 1
-        ):
-            raise ValueError(f"compression: expected a number in (0, 1], got {compression!r}")
         self.latent_scale = float(latent_scale)
         self.compression = float(compression)
         self.register_buffer("dct", dct_matrix(hop_length), persistent=False)

@@ -37,7 +37,7 @@ from torch import Tensor
 
 from skyreels_v4.errors import FileFormatError
 from skyreels_v4.io import atomic_write_json
-from skyreels_v4.vae.audio_codec import AudioCodecBase
+from skyreels_v4.vae.audio_codec import AudioCodecBase, check_codec_settings
 from skyreels_v4.vae.video_codec import FORMAT_VERSION, require_fields
 
 __all__ = ["SpectrogramAudioCodec", "griffin_lim"]
@@ -122,31 +122,19 @@ class SpectrogramAudioCodec(AudioCodecBase):
         griffin_lim_momentum: float = 0.99,
     ) -> None:
         super().__init__()
-        for name, value in (
-            ("sample_rate", sample_rate),
-            ("audio_channels", audio_channels),
-            ("hop_length", hop_length),
-            ("n_fft", n_fft),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}: expected an int >= 1, got {value!r}")
+        check_codec_settings(
+            sample_rate=sample_rate,
+            audio_channels=audio_channels,
+            hop_length=hop_length,
+            n_fft=n_fft,
+            latent_scale=latent_scale,
+            compression=compression,
+        )
         if n_fft < 2 * hop_length or n_fft % 2:
             raise ValueError(
                 f"n_fft: expected an even number >= 2 * hop_length ({2 * hop_length}; the Hann windows "
                 f"must overlap for the inverse STFT), got {n_fft}"
             )
-        if (
-            isinstance(latent_scale, bool)
-            or not isinstance(latent_scale, (int, float))
-            or not 0 < latent_scale < float("inf")
-        ):
-            raise ValueError(f"latent_scale: expected a finite number > 0, got {latent_scale!r}")
-        if (
-            isinstance(compression, bool)
-            or not isinstance(compression, (int, float))
-            or not 0 < compression <= 1
-        ):
-            raise ValueError(f"compression: expected a number in (0, 1], got {compression!r}")
         if (
             isinstance(griffin_lim_iters, bool)
             or not isinstance(griffin_lim_iters, int)
