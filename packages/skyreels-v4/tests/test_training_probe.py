@@ -31,6 +31,7 @@ def test_a_model_that_predicts_x0_zero_scores_the_clean_latents_energy(tiny_fold
         assert row["video_x0_mse"] == pytest.approx(energy, rel=1e-5)
         assert row["video_noise_sensitivity"] == pytest.approx(0.0, abs=1e-9)
         assert row["audio_noise_sensitivity"] == pytest.approx(0.0, abs=1e-9)
+        assert row["audio_video_dependence"] == 0.0  # x̂0 = 0 with either video
 
 
 def _request(item, seed):
@@ -51,10 +52,47 @@ def test_a_model_that_predicts_zero_velocity_follows_the_noise(tiny_folder, one_
         # x̂0 = x_σ: the estimate moves exactly as the input does, and at σ = 1 it is the noise itself.
         assert row["video_noise_sensitivity"] == pytest.approx(1.0, rel=1e-5)
         assert row["audio_noise_sensitivity"] == pytest.approx(1.0, rel=1e-5)
+        assert row["audio_video_dependence"] == 0.0  # x̂0 = x_σ: the video plays no part
     noises = [pipe.prepare(_request(data[i], 5 + i)).video_noise for i in range(2)]
     expected = sum(float((n - z).square().mean()) for n, z in zip(noises, clean, strict=True)) / 2
     # The first draw is the pipeline's own noise; the second another N(0, 1) draw: same error on average.
     assert results["1"]["video_x0_mse"] == pytest.approx(expected, rel=0.1)
+
+
+def test_audio_video_dependence_measures_how_the_audio_follows_the_video_order(tiny_folder, one_thread):
+    from skyreels_v4.pipeline import GenerationRequest
+
+    pipe = SkyReelsV4Pipeline.from_pretrained(tiny_folder)
+    pipe.transformer.prediction = PredictionType.X0
+    channels = pipe.video_vae.latent_channels
+
+    def first_minus_last(video: torch.Tensor) -> torch.Tensor:
+        return video[:, :channels, 0].mean() - video[:, :channels, -1].mean()
+
+    def audio_from_video_order(module, args, out):  # x̂0_audio = a number that reversal changes
+        parts = list(out)
+        parts[0], parts[1] = parts[0] * 0, parts[1] * 0 + first_minus_last(args[0])
+        return type(out)(*parts)
+
+    pipe.transformer.register_forward_hook(audio_from_video_order)
+    results = denoising_probe(pipe, world=WORLD, sigmas=(0.5, 1.0), num_clips=2, seed=5)
+    data = ProceduralAVDataset(WORLD, length=2, seed=5, split=WorldSplit.HELDOUT)
+    moved = energy = 0.0
+    for i in range(2):
+        forward, backward = (
+            first_minus_last(
+                pipe.prepare(
+                    GenerationRequest(
+                        prompt=data[i]["caption"], task="v2a", seed=5 + i, video=video, fps=16.0
+                    )
+                ).condition.conditional_latents
+            )
+            for video in (data[i]["video"], data[i]["video"].flip(1))
+        )
+        moved, energy = moved + float((forward - backward) ** 2), energy + float(forward**2)
+    assert moved > 0
+    for row in results.values():
+        assert row["audio_video_dependence"] == pytest.approx(moved / energy, rel=1e-5)
 
 
 def test_the_command_writes_json_and_picture_and_rejects_bad_input(tiny_folder, tmp_path, one_thread, capsys):

@@ -14,6 +14,11 @@ For each held-out world clip, the pipeline prepares the clip's t2av request exac
   no information (σ = 1) and, nearly, wherever the clean signal dominates; 1: the estimate moves with
   the noise as the input itself does (``x̂0 = x_σ``). High values at σ near 1 mean the model reads
   structure into pure noise, and sampling starts from that.
+- ``audio_video_dependence`` (v2a, the clip's video given as the condition): how much the audio
+  estimate depends on *when* things happen in the video, the energy ratio
+  ``E[(â0(v) - â0(v reversed in time))²] / E[â0(v)²]`` for the same noisy audio input. 0: the audio
+  ignores the video's timing (its sync can only be at chance); the ground truth's audio changes
+  completely when the video is reversed, so a model that has learnt sync moves well above 0.
 
 ``skyreels-v4 probe --model DIR --out DIR`` writes ``probe.json`` and ``probe.png`` (one row per σ:
 the middle frame of ``x̂0`` for each clip, ground truth last).
@@ -51,7 +56,8 @@ def denoising_probe(
     picture: str | os.PathLike[str] | None = None,
 ) -> dict[str, dict[str, float]]:
     """Per σ (as a string key): ``video_x0_mse``, ``audio_x0_mse``, ``video_noise_sensitivity``,
-    ``audio_noise_sensitivity`` (module docstring), over ``num_clips`` clips of ``world`` (``split``)."""
+    ``audio_noise_sensitivity`` and ``audio_video_dependence`` (module docstring), over ``num_clips``
+    clips of ``world`` (``split``)."""
     from skyreels_v4.model import JointDenoiser
     from skyreels_v4.pipeline import GenerationRequest
     from skyreels_v4.pipeline.pipeline import crop_or_pad
@@ -92,6 +98,14 @@ def denoising_probe(
             {name: torch.randn(x0[name].shape, generator=generator).to(device) for name in x0},
         ]
         truth.append(_middle_frame(pipe, x0["video"]))
+        v2a_conditions = [
+            pipe.prepare(
+                GenerationRequest(
+                    prompt=item["caption"], task="v2a", seed=seed + index, video=video, fps=world.fps
+                )
+            ).condition
+            for video in (item["video"], item["video"].flip(1))
+        ]
         for s in sigmas:
             estimates = []
             for noise in noises:
@@ -110,6 +124,20 @@ def denoising_probe(
                 totals[f"{name}_moved"] = totals.get(f"{name}_moved", 0.0) + moved
                 totals[f"{name}_given"] = totals.get(f"{name}_given", 0.0) + given
             frames[s].append(_middle_frame(pipe, estimates[0]["video"]))
+            # v2a: the same noisy audio, conditioned on the clip's video and on it reversed in time.
+            x_audio = (1 - s) * x0["audio"] + s * noises[0]["audio"]
+            given = []
+            for condition in v2a_conditions:
+                _, u_audio = denoiser.raw(
+                    condition.conditional_latents,
+                    x_audio,
+                    video_sigma=torch.zeros(1, device=device),
+                    audio_sigma=torch.full((1,), s, device=device),
+                    condition=condition,
+                )
+                given.append(x_audio - s * u_audio)
+            totals["v2a_moved"] = totals.get("v2a_moved", 0.0) + float((given[0] - given[1]).square().mean())
+            totals["v2a_energy"] = totals.get("v2a_energy", 0.0) + float(given[0].square().mean())
     results = {}
     for s in sigmas:
         totals = {k: v / num_clips for k, v in sums[s].items()}
@@ -117,6 +145,7 @@ def denoising_probe(
         for name in ("video", "audio"):
             row[f"{name}_x0_mse"] = totals[f"{name}_x0_mse"]
             row[f"{name}_noise_sensitivity"] = totals[f"{name}_moved"] / totals[f"{name}_given"]
+        row["audio_video_dependence"] = totals["v2a_moved"] / max(totals["v2a_energy"], 1e-30)
         results[f"{s:g}"] = row
     if picture is not None:
         rows = [np.concatenate(frames[s], axis=1) for s in sigmas] + [np.concatenate(truth, axis=1)]
@@ -199,11 +228,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         picture=out / "probe.png",
     )
     atomic_write_json(out / "probe.json", results)
-    print("sigma  video_x0_mse  video_noise_sens  audio_x0_mse  audio_noise_sens")
+    print("sigma  video_x0_mse  video_noise_sens  audio_x0_mse  audio_noise_sens  audio_video_dep")
     for s, row in results.items():
         print(
             f"{s:>5}  {row['video_x0_mse']:12.4f}  {row['video_noise_sensitivity']:16.3f}  "
-            f"{row['audio_x0_mse']:12.4f}  {row['audio_noise_sensitivity']:16.3f}"
+            f"{row['audio_x0_mse']:12.4f}  {row['audio_noise_sensitivity']:16.3f}  "
+            f"{row['audio_video_dependence']:15.3f}"
         )
     print(f"wrote {out / 'probe.json'} and {out / 'probe.png'}")
     return 0
