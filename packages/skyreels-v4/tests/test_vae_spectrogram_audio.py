@@ -73,6 +73,33 @@ def test_griffin_lim_recovers_a_consistent_magnitude() -> None:
     assert many < 0.1
 
 
+def test_griffin_lim_matches_librosa_from_the_same_start_phase() -> None:
+    librosa = pytest.importorskip("librosa")
+    wave = _blip(8192, 0.1, 660.0) + 0.5 * _blip(8192, 0.3, 440.0)
+    codec = SpectrogramAudioCodec()
+    magnitude = codec.magnitudes(wave.view(1, 1, -1))[0]
+    magnitude = torch.cat([magnitude, magnitude[..., -1:]], dim=-1)  # [1, 257, 33]: frames 0 .. 8192/256
+    ones = torch.ones_like(magnitude, dtype=torch.complex128)
+    ours = griffin_lim(
+        magnitude, n_fft=512, hop_length=256, num_samples=8192, iterations=8, initial_phase=ones
+    )
+    reference = librosa.griffinlim(
+        magnitude[0].numpy(),
+        n_iter=8,
+        hop_length=256,
+        n_fft=512,
+        window="hann",
+        center=True,
+        length=8192,
+        pad_mode="constant",
+        momentum=0.99,
+        init=None,  # librosa's all-ones start phase
+    )
+    np.testing.assert_allclose(ours[0].numpy(), reference, rtol=0, atol=1e-9)
+    with pytest.raises(ValueError, match="initial_phase"):
+        griffin_lim(magnitude, n_fft=512, hop_length=256, num_samples=8192, initial_phase=ones[..., 1:])
+
+
 def test_decoded_world_clips_keep_their_onsets_and_pitches() -> None:
     world = WorldConfig(size=16, num_frames=33, sample_rate=16000, fps=16.0, max_objects=2)
     data = ProceduralAVDataset(world, length=6, seed=3, split=WorldSplit.TRAIN)

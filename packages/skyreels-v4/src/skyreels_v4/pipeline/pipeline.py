@@ -56,7 +56,6 @@ from skyreels_v4.pipeline.prompting import PromptPlan, plan_prompt
 from skyreels_v4.pipeline.refine import RefinerComponent, generate_refined
 from skyreels_v4.pipeline.request import GenerationRequest, Task
 from skyreels_v4.pipeline.sampling import NegativeReferences, SamplingConfig
-from skyreels_v4.vae.resample import convert_channels, resample_waveform
 
 __all__ = ["GenerationDefaults", "PreparedGeneration", "SkyReelsV4Pipeline"]
 
@@ -786,9 +785,7 @@ class SkyReelsV4Pipeline:
             # video: decoding its latents would pass the user's audio through a codec that need not be
             # exact (an audio VAE, or the spectrogram codec's Griffin-Lim phase).
             given = request.audio[None].float().to(self.device)
-            rate = self.audio_vae.sample_rate
-            given = resample_waveform(given, request.audio_sample_rate, rate)
-            wave = convert_channels(given, self.audio_vae.audio_channels)[0].clamp(-1, 1).cpu()
+            wave = self.audio_vae.convert_waveform(given, request.audio_sample_rate)[0].clamp(-1, 1).cpu()
             wave = _fit_samples(wave, prepared.num_audio_samples)
         elif task.outputs_audio:
             wave = self.audio_vae.decode(audio.to(self.device))[0].float().clamp(-1, 1).cpu()

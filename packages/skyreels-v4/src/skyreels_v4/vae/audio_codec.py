@@ -121,12 +121,16 @@ class AudioCodecBase(nn.Module):
         if not bool(torch.isfinite(latents).all()):
             raise NonFiniteError("latents: holds NaN or inf values")
 
-    def prepare_waveform(self, waveform: Tensor, sample_rate: int) -> Tensor:
-        """Validate, resample, convert channels and crop to whole hops: ``[B, audio_channels, L * hop]``."""
+    def convert_waveform(self, waveform: Tensor, sample_rate: int) -> Tensor:
+        """Validate, resample to the codec's rate and convert to its channel count: ``[B, ch, S']``."""
         self.check_waveform(waveform, sample_rate)
-        prepared = convert_channels(
+        return convert_channels(
             resample_waveform(waveform, sample_rate, self.sample_rate), self.audio_channels
         )
+
+    def prepare_waveform(self, waveform: Tensor, sample_rate: int) -> Tensor:
+        """Validate, resample, convert channels and crop to whole hops: ``[B, audio_channels, L * hop]``."""
+        prepared = self.convert_waveform(waveform, sample_rate)
         usable = prepared.shape[-1] // self.hop_length * self.hop_length
         if usable == 0:
             raise SkyReelsError(

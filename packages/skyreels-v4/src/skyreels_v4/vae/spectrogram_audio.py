@@ -18,7 +18,7 @@ and recovers a phase by ``griffin_lim_iters`` iterations of fast
 Griffin-Lim (momentum ``griffin_lim_momentum``) from a fixed pseudo-random start, so decoding is
 deterministic. The decode is not exact: the phase of the input is lost (only its magnitude spectrogram
 is kept), which for the sparse tones of the procedural world changes neither their onsets nor their
-pitch (``tests/test_spectrogram_audio.py`` scores the round trip with the project's metrics).
+pitch (``tests/test_vae_spectrogram_audio.py`` scores the round trip with the project's metrics).
 
 Defaults: 16 kHz mono, hop 256 (62.5 latents/s), ``n_fft`` 512 (257 bins), ``compression`` 1/3 and
 ``latent_scale`` 0.1: world audio then has latents of mean square about 0.11 (that of the DCT codec's
@@ -45,12 +45,11 @@ __all__ = ["SpectrogramAudioCodec", "griffin_lim"]
 _PHASE_SEED = 0
 
 
-def _stft(frames_source: Tensor, n_fft: int, hop: int, num_frames: int) -> Tensor:
+def _stft(waveform: Tensor, window: Tensor, hop: int, num_frames: int) -> Tensor:
     """Complex STFT ``[N, F, num_frames]`` of ``[N, S]`` (frame ``l`` centred at ``l * hop``)."""
-    window = torch.hann_window(n_fft, dtype=frames_source.dtype, device=frames_source.device)
     spectrum = torch.stft(
-        frames_source,
-        n_fft=n_fft,
+        waveform,
+        n_fft=window.numel(),
         hop_length=hop,
         window=window,
         center=True,
@@ -60,9 +59,10 @@ def _stft(frames_source: Tensor, n_fft: int, hop: int, num_frames: int) -> Tenso
     return spectrum[..., :num_frames]
 
 
-def _istft(spectrum: Tensor, n_fft: int, hop: int, length: int) -> Tensor:
-    window = torch.hann_window(n_fft, dtype=spectrum.real.dtype, device=spectrum.device)
-    return torch.istft(spectrum, n_fft=n_fft, hop_length=hop, window=window, center=True, length=length)
+def _istft(spectrum: Tensor, window: Tensor, hop: int, length: int) -> Tensor:
+    return torch.istft(
+        spectrum, n_fft=window.numel(), hop_length=hop, window=window, center=True, length=length
+    )
 
 
 def griffin_lim(
@@ -74,14 +74,16 @@ def griffin_lim(
     iterations: int = 32,
     momentum: float = 0.99,
     seed: int = _PHASE_SEED,
+    initial_phase: Tensor | None = None,
 ) -> Tensor:
     """A waveform ``[N, num_samples]`` whose STFT magnitude approximates ``magnitude [N, F, L]``.
 
     Fast Griffin-Lim (Perraudin, Balazs and Søndergaard, 2013): alternate between the set of spectra
     with the given magnitude and the set of consistent spectra (those of some waveform), extrapolating
     each consistent estimate by ``momentum`` towards where the iteration is heading. The start phase is
-    drawn from a generator seeded with ``seed`` on the CPU, so the result does not depend on the global
-    random state. Computed in the dtype of ``magnitude``.
+    ``initial_phase`` (unit complex numbers shaped like ``magnitude``) or else drawn from a generator
+    seeded with ``seed`` on the CPU, so the result does not depend on the global random state.
+    Computed in the dtype of ``magnitude``; periodic Hann window, frames centred at ``l * hop_length``.
     """
     if magnitude.ndim != 3:
         raise ValueError(f"magnitude: expected [N, F, L], got shape {tuple(magnitude.shape)}")
@@ -89,19 +91,28 @@ def griffin_lim(
         raise ValueError(f"iterations: expected an int >= 0, got {iterations!r}")
     if not 0 <= momentum < 1:
         raise ValueError(f"momentum: expected a number in [0, 1), got {momentum!r}")
+    if initial_phase is None:
+        turns = torch.rand(
+            magnitude.shape, generator=torch.Generator().manual_seed(seed), dtype=magnitude.dtype
+        )
+        phase = torch.polar(torch.ones_like(turns), 2 * math.pi * turns).to(magnitude.device)
+    elif initial_phase.shape != magnitude.shape or not initial_phase.is_complex():
+        raise ValueError(
+            f"initial_phase: expected a complex tensor of shape {tuple(magnitude.shape)}, got "
+            f"{initial_phase.dtype} {tuple(initial_phase.shape)}"
+        )
+    else:
+        phase = initial_phase.to(magnitude.device)
+    window = torch.hann_window(n_fft, dtype=magnitude.dtype, device=magnitude.device)
     num_frames = magnitude.shape[-1]
-    generator = torch.Generator().manual_seed(seed)
-    turns = torch.rand(magnitude.shape, generator=generator, dtype=magnitude.dtype)
-    phase = torch.polar(torch.ones_like(turns), 2 * math.pi * turns).to(magnitude.device)
     previous = torch.zeros_like(phase)
     for _ in range(iterations):
-        consistent = _stft(
-            _istft(magnitude * phase, n_fft, hop_length, num_samples), n_fft, hop_length, num_frames
-        )
+        waveform = _istft(magnitude * phase, window, hop_length, num_samples)
+        consistent = _stft(waveform, window, hop_length, num_frames)
         heading = consistent - (momentum / (1 + momentum)) * previous
         phase = heading / heading.abs().clamp_min(1e-16)
         previous = consistent
-    return _istft(magnitude * phase, n_fft, hop_length, num_samples)
+    return _istft(magnitude * phase, window, hop_length, num_samples)
 
 
 class SpectrogramAudioCodec(AudioCodecBase):
@@ -163,9 +174,10 @@ class SpectrogramAudioCodec(AudioCodecBase):
     def magnitudes(self, waveform: Tensor) -> Tensor:
         """Float64 STFT magnitudes ``[B, ch, F, L]`` of a prepared ``[B, ch, L * hop]`` waveform."""
         b, ch, samples = waveform.shape
+        window = torch.hann_window(self.n_fft, dtype=torch.float64, device=waveform.device)
         spectrum = _stft(
             waveform.to(torch.float64).reshape(b * ch, samples),
-            self.n_fft,
+            window,
             self.hop_length,
             samples // self.hop_length,
         )
