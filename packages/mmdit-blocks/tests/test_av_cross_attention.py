@@ -13,6 +13,7 @@ from skyreels_mmdit_blocks import (
     CrossModalAttention,
     Rotary,
     key_mask_from_bool,
+    time_window_mask,
 )
 from skyreels_mmdit_blocks.reference import reference_av_exchange
 
@@ -175,3 +176,63 @@ def test_cross_modal_rotary_must_cover_every_token():
         ValueError, match="x_rotary must have one row per latent token: expected 12 rows, got 10"
     ):
         layer(video, audio, x_rotary=short, context_rotary=audio_rotary)
+
+
+def test_time_window_mask_keeps_exactly_the_keys_within_the_window():
+    query = torch.tensor([0.0, 0.5, 2.6])
+    key = torch.tensor([0.0, 1.0, 2.0])
+    mask = time_window_mask(query, key, window=1.0)
+    assert isinstance(mask, DenseMask) and mask.mask.shape == (1, 1, 3, 3)
+    expected = [[True, True, False], [True, True, False], [False, False, True]]
+    assert mask.mask[0, 0].tolist() == expected
+    keys = torch.tensor([[True, False, True], [True, True, True]])
+    both = time_window_mask(query, key, window=1.0, key_mask=keys)
+    assert both.mask.shape == (2, 1, 3, 3)
+    assert both.mask[0, 0].tolist() == [[True, False, False], [True, False, False], [False, False, True]]
+    assert both.mask[1, 0].tolist() == expected
+    batched = time_window_mask(torch.stack([query, query + 1]), torch.stack([key, key]), window=0.5)
+    assert batched.mask[1, 0].tolist() == [[False, True, False], [False, True, True], [False, False, False]]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"window": 0.0}, "window must be a finite number > 0; got 0.0"),
+        ({"window": float("inf")}, "window must be a finite number > 0"),
+        ({"window": True}, "window must be a finite number > 0; got True"),
+        ({"window": 1.0, "key_mask": torch.ones(1, 3)}, r"key_mask must be a bool tensor \[B, Lk\]"),
+        ({"window": 1.0, "key_mask": torch.ones(1, 4, dtype=torch.bool)}, "key_mask covers 4 keys"),
+    ],
+)
+def test_time_window_mask_rejects_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        time_window_mask(torch.zeros(2), torch.zeros(3), **kwargs)
+    with pytest.raises(ValueError, match=r"query_time must be a float tensor \[L\] or \[B, L\]"):
+        time_window_mask(torch.zeros(2, dtype=torch.long), torch.zeros(3), window=1.0)
+
+
+@pytest.mark.parametrize("window", [0.4, 1.0])
+@pytest.mark.parametrize("order", list(AVExchangeOrder))
+def test_time_local_exchange_matches_reference(order, window, randomize):
+    """Eq. 5 restricted to |t_audio - t_video| <= window, against the fp64 reference that builds the
+    window pair by pair; at 0.4 some audio tokens have no video frame in reach (zero attention)."""
+    layer = randomize(AudioVideoCrossAttention(dim=D, num_heads=HEADS, order=order), seed=11, std=0.3)
+    video, audio = _tokens(6)
+    video_pos, audio_pos = _positions()
+    video_rotary, audio_rotary = _rotaries(video_pos, audio_pos)
+    video_valid, audio_valid = _key_masks("holes")
+    vt, at = video_pos[:, 0], audio_pos[:, 0]
+    masks = {
+        "video_key_mask": time_window_mask(at, vt, window=window, key_mask=video_valid),
+        "audio_key_mask": time_window_mask(vt, at, window=window, key_mask=audio_valid),
+    }
+    new_video, new_audio = layer(video, audio, video_rotary=video_rotary, audio_rotary=audio_rotary, **masks)
+    ref_video, ref_audio = reference_av_exchange(
+        layer, video, audio, video_times=vt, audio_times=at, theta=THETA,
+        video_valid=video_valid, audio_valid=audio_valid, window=window,
+    )  # fmt: skip
+    assert torch.isfinite(new_video).all() and torch.isfinite(new_audio).all()
+    assert (new_video.double() - ref_video).abs().max().item() <= 1e-5
+    assert (new_audio.double() - ref_audio).abs().max().item() <= 1e-5
+    globally = layer(video, audio, video_rotary=video_rotary, audio_rotary=audio_rotary)
+    assert (globally[1] - new_audio).abs().max() > 1e-3  # the window does change what is read

@@ -416,3 +416,40 @@ def test_reference_audio_positions_use_the_av_rope_placement(randomize):
         t_offset=-3 * ratio,
     )
     assert torch.equal(positions[:3], reference)
+
+
+def test_time_local_exchange_wiring(randomize):
+    """``exchange_window``: every exchange gets the window masks built from the tokens' exchange times
+    (generated tokens only, combined with the key masks); a window wider than the clip is the global
+    exchange, a narrow one changes the outputs."""
+    config = joint_preset("tiny")
+    glob = randomize(JointAudioVideoTransformer(config).eval(), seed=21, std=0.1)
+    wide = JointAudioVideoTransformer(replace(config, exchange_window=100.0)).eval()
+    narrow = JointAudioVideoTransformer(replace(config, exchange_window=0.3)).eval()
+    wide.load_state_dict(glob.state_dict())
+    narrow.load_state_dict(glob.state_dict())
+    inputs = _tiny_inputs()
+    video_keys = torch.ones(2, 4 + 8, dtype=torch.bool)
+    video_keys[0, 4 + 2] = False
+    audio_keys = torch.ones(2, 3 + 8, dtype=torch.bool)
+    audio_keys[1, 3 + 6] = False
+    masks = {"video_key_mask": video_keys, "audio_key_mask": audio_keys}
+    seen = []
+    narrow.exchanges[0].register_forward_hook(
+        lambda m, args, kwargs, out: seen.append(kwargs), with_kwargs=True
+    )
+    with torch.no_grad():
+        a, b, c = glob(**inputs, **masks), wide(**inputs, **masks), narrow(**inputs, **masks)
+    assert (a.video - b.video).abs().max().item() <= 1e-5 and (a.audio - b.audio).abs().max().item() <= 1e-5
+    assert (a.audio - c.audio).abs().max() > 1e-3 and (a.video - c.video).abs().max() > 1e-3
+    # Tiny grid: 2 latent frames x 2 x 2 tokens (t = 0, 0, 0, 0, 1, 1, 1, 1); 8 audio tokens at k * 2 / 8.
+    video_t = [0.0] * 4 + [1.0] * 4
+    audio_t = [k * 2 / 8 for k in range(8)]
+    expected_audio_reads = torch.tensor([[abs(x - y) <= 0.3 for y in video_t] for x in audio_t])
+    for b in range(2):
+        got = seen[0]["video_key_mask"].mask[b, 0]
+        assert torch.equal(got, expected_audio_reads & video_keys[b, 4:][None, :])
+        got = seen[0]["audio_key_mask"].mask[b, 0]
+        assert torch.equal(got, expected_audio_reads.T & audio_keys[b, 3:][None, :])
+    with pytest.raises(ValueError, match="exchange_window must be None or a finite number > 0; got 0"):
+        replace(config, exchange_window=0)

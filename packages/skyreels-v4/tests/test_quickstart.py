@@ -83,6 +83,9 @@ def test_quickstart_writes_model_samples_and_report(tmp_path, capsys):
         ("--lr-decay-steps", "-5", "--lr-decay-steps"),
         ("--audio-weight", "0", "--audio-weight"),
         ("--audio-weight", "nan", "--audio-weight"),
+        ("--exchange-window", "0", "--exchange-window"),
+        ("--exchange-window", "nan", "--exchange-window"),
+        ("--video-codec", "tiny --video-temporal-factor 2", "--video-temporal-factor"),
         ("--task-weights", "t2av", "--task-weights"),
         ("--task-weights", "t2av=1,t2av=2", "--task-weights"),
         ("--task-weights", "t2av=x", "--task-weights"),
@@ -93,7 +96,7 @@ def test_quickstart_writes_model_samples_and_report(tmp_path, capsys):
 )
 def test_quickstart_rejects_bad_settings_before_any_work(tmp_path, capsys, flag, value, needle):
     out = tmp_path / "qs"
-    assert quickstart.main(["--out", str(out), flag, value]) == 2
+    assert quickstart.main(["--out", str(out), flag, *value.split()]) == 2
     assert needle in capsys.readouterr().err
     assert not out.exists()
 
@@ -142,13 +145,14 @@ def test_images_and_switches_reach_the_cache_the_module_and_the_identity(tmp_pat
     out = tmp_path / "qs"
     flags = ["--train-images", "4", "--prediction", "x0_skip", "--train-shift", "3", "--pooled-text", "0"]
     flags += ["--video-patch", "2", "--lr-decay-steps", "7", "--audio-codec", "dct", "--audio-weight", "2.5"]
+    flags += ["--exchange-window", "1.5", "--video-temporal-factor", "2"]
     assert quickstart.main(["--out", str(out), *ARGS, *flags]) == 0
     cache = LatentCache(out / "cache_train")
     frames = sorted({int(cache[i]["video_latents"].shape[1]) for i in range(len(cache))})
-    assert len(cache) == 8 + 4 and frames == [1, 3]  # images: 1 latent frame; 9-frame clips: 3
+    assert len(cache) == 8 + 4 and frames == [1, 5]  # images: 1 latent frame; 9-frame clips: 5 (factor 2)
     transformer = SkyReelsV4Transformer.from_pretrained(out / "model" / "transformer")
     assert transformer.prediction.value == "x0_skip" and transformer.config.video.pooled_text_dim is None
-    assert transformer.config.video.patch_size == (1, 2, 2)
+    assert transformer.config.video.patch_size == (1, 2, 2) and transformer.config.exchange_window == 1.5
     assert transformer.config.audio.in_channels == 256  # the DCT codec: one channel per coefficient
     assert json.loads((out / "model" / "audio_vae" / "config.json").read_text())["class"] == "FrameAudioCodec"
     hparams = torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)["hyper_parameters"]
@@ -158,5 +162,8 @@ def test_images_and_switches_reach_the_cache_the_module_and_the_identity(tmp_pat
     saved = json.loads((out / quickstart.SETTINGS_FILE).read_text())
     assert (saved["train_images"], saved["prediction"], saved["train_shift"]) == (4, "x0_skip", 3.0)
     assert (saved["pooled_text"], saved["video_patch"], saved["lr_decay_steps"]) == (0, 2, 7)
-    assert (saved["audio_codec"], saved["audio_weight"]) == ("dct", 2.5)
+    assert (saved["audio_codec"], saved["audio_weight"], saved["exchange_window"]) == ("dct", 2.5, 1.5)
+    title = (out / "report.md").read_text().splitlines()[0]
+    assert "exchange within 1.5 latent frames" in title and "video temporal factor 2" in title
+    assert saved["video_temporal_factor"] == 2
     assert quickstart.main(["--out", str(out), *ARGS, "--train-images", "8"]) == 2  # another run: refused

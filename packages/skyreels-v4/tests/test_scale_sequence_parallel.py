@@ -11,6 +11,7 @@ dimension and activation checkpointing. Tolerance: 1e-5 relative to the largest 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import tempfile
 
@@ -138,6 +139,9 @@ def test_bad_arguments():
         apply_sequence_parallel(torch.nn.Linear(2, 2), None)  # type: ignore[arg-type]
     with pytest.raises(RuntimeError, match=r"torch\.distributed"):
         apply_sequence_parallel(model, None)  # type: ignore[arg-type]
+    windowed = type(model)(dataclasses.replace(model.config, exchange_window=1.0))
+    with pytest.raises(ValueError, match=r"time-local exchange \(exchange_window\) has no sequence-parallel"):
+        apply_sequence_parallel(windowed, None)  # type: ignore[arg-type]
     with pytest.raises(RuntimeError, match="apply_sequence_parallel"):
         sequence_parallel_forward(model, torch.zeros(1), torch.zeros(1), timestep=None, text_tokens=None)
     kernel = UlyssesJointAttention(None, model.video.blocks[0].attention)  # type: ignore[arg-type]

@@ -10,7 +10,7 @@ import torch
 
 from skyreels_v4.model import PredictionType
 from skyreels_v4.pipeline import SkyReelsV4Pipeline
-from skyreels_v4.training.probe import denoising_probe, main
+from skyreels_v4.training.probe import denoising_probe, latent_frame_of_audio_tokens, main
 from skyreels_v4.world import ProceduralAVDataset, WorldConfig, WorldSplit
 
 WORLD = WorldConfig(size=32, num_frames=9, fps=16.0, sample_rate=16000, max_objects=2)
@@ -107,3 +107,58 @@ def test_the_command_writes_json_and_picture_and_rejects_bad_input(tiny_folder, 
         main(["--model", str(tiny_folder), "--out", str(out), "--sigmas", "0,1"])
     with pytest.raises(ValueError, match="num_clips"):
         denoising_probe(SkyReelsV4Pipeline.from_pretrained(tiny_folder), world=WORLD, num_clips=0)
+
+
+def test_latent_frame_of_audio_tokens_follows_the_causal_video_vae():
+    # 9 frames, 3 latent frames (frame 0 | frames 1-4 | frames 5-8); 9 audio tokens, one per frame.
+    assert latent_frame_of_audio_tokens(9, 3, 9).tolist() == [0, 1, 1, 1, 1, 2, 2, 2, 2]
+    # 18 audio tokens: two per frame.
+    assert latent_frame_of_audio_tokens(18, 3, 9).tolist() == [0, 0] + [1] * 8 + [2] * 8
+    assert latent_frame_of_audio_tokens(4, 1, 1).tolist() == [0, 0, 0, 0]
+    with pytest.raises(ValueError, match=r"num_frames - 1 \(9\) must be a multiple of num_latent_frames - 1"):
+        latent_frame_of_audio_tokens(9, 3, 10)
+    with pytest.raises(ValueError, match="num_audio: expected a positive int, got 0"):
+        latent_frame_of_audio_tokens(0, 3, 9)
+
+
+@pytest.mark.parametrize("reading", ["co-timed", "everywhere", "nowhere"])
+def test_audio_video_locality_is_the_share_read_from_the_co_timed_video(tiny_folder, one_thread, reading):
+    """Models whose audio estimate is a known function of the video: each audio token reads only its own
+    latent frame (locality 1), every latent frame equally (the uniform share), or nothing (None)."""
+    pipe = SkyReelsV4Pipeline.from_pretrained(tiny_folder)
+    pipe.transformer.prediction = PredictionType.X0
+
+    def audio_from_video(module, args, out):
+        video = args[0]  # [B, C, T, H, W]
+        parts = list(out)
+        per_frame = video.mean(dim=(1, 3, 4))  # [B, T]
+        num_audio = parts[1].shape[-1]
+        if reading == "co-timed":
+            latent = video.shape[2]  # the tiny folder's video VAE: 4 frames per latent frame after the first
+            groups = latent_frame_of_audio_tokens(num_audio, latent, 1 + 4 * (latent - 1))
+            read = per_frame[:, groups]
+        elif reading == "everywhere":
+            read = per_frame.mean(dim=1, keepdim=True).expand(-1, num_audio)
+        else:
+            read = torch.zeros(video.shape[0], num_audio)
+        parts[0], parts[1] = parts[0] * 0, parts[1] * 0 + read[:, None, :]
+        return type(out)(*parts)
+
+    pipe.transformer.register_forward_hook(audio_from_video)
+    results = denoising_probe(pipe, world=WORLD, sigmas=(0.5,), num_clips=2, seed=5)
+    row = results["0.5"]
+    # 9 frames -> 3 latent frames; groups 0, 1, 2 have 2, 3, 2 latent frames within one of their own.
+    assert row["audio_video_locality_uniform"] == pytest.approx(7 / 9)
+    expected = {"co-timed": 1.0, "everywhere": pytest.approx(7 / 9), "nowhere": None}[reading]
+    assert row["audio_video_locality"] == expected
+    assert (row["audio_video_content_dependence"] > 0) == (reading != "nowhere")
+    world = WorldConfig(size=32, num_frames=21, fps=16.0, sample_rate=16000, max_objects=2)
+    long_row = denoising_probe(pipe, world=world, sigmas=(0.5,), num_clips=1, seed=5)["0.5"]
+    # 21 frames -> 6 latent frames; groups 0..5 see 2, 3, 3, 3, 3, 2 frames within one of their own.
+    uniform = (2 + 3 + 3 + 3 + 3 + 2) / 6 / 6
+    assert long_row["audio_video_locality_uniform"] == pytest.approx(uniform)
+    expected = {"co-timed": 1.0, "everywhere": uniform, "nowhere": None}[reading]
+    if expected is None:
+        assert long_row["audio_video_locality"] is None
+    else:
+        assert long_row["audio_video_locality"] == pytest.approx(expected, rel=1e-6)

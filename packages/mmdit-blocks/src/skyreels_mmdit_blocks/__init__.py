@@ -9,6 +9,7 @@ from skyreels_mmdit_blocks.av_cross_attention import (
     AVExchangeOrder,
     CrossModalAttention,
     key_mask_from_bool,
+    time_window_mask,
 )
 from skyreels_mmdit_blocks.block_context import BlockContext, BlockState, Rotary
 from skyreels_mmdit_blocks.branch import BranchInputs, MMDiTBranch
@@ -118,6 +119,7 @@ __all__ = [
     "sinusoidal_timestep_embedding",
     "skipping_zero_text_cross_attention",
     "text_lengths_from_mask",
+    "time_window_mask",
     "uniform_depth_mapping",
     "unpatchify_audio",
     "unpatchify_video",

@@ -34,7 +34,13 @@ from skyreels_mmdit_blocks.block_context import Rotary
 from skyreels_mmdit_blocks.multihead import HeadRMSNorm, merge_heads, split_heads
 from skyreels_mmdit_blocks.rotary import rotate_prefix
 
-__all__ = ["AVExchangeOrder", "AudioVideoCrossAttention", "CrossModalAttention", "key_mask_from_bool"]
+__all__ = [
+    "AVExchangeOrder",
+    "AudioVideoCrossAttention",
+    "CrossModalAttention",
+    "key_mask_from_bool",
+    "time_window_mask",
+]
 
 KeyMask = KeyPaddingMask | DenseMask
 
@@ -69,6 +75,49 @@ def key_mask_from_bool(
     if torch.equal(prefix, keys_BL):
         return KeyPaddingMask(valid_lengths=lengths)
     return DenseMask(keys_BL[:, None, None, :])
+
+
+def time_window_mask(
+    query_time: torch.Tensor,
+    key_time: torch.Tensor,
+    *,
+    window: float,
+    key_mask: torch.Tensor | None = None,
+) -> DenseMask:
+    """A time-local exchange: query ``i`` may read key ``j`` only when ``|t_i - t_j| <= window``
+    (with a relative slack of 1e-6, so that a key exactly one window away is kept despite rounding).
+
+    Args:
+        query_time, key_time: ``[Lq]`` / ``[Lk]`` or ``[B, Lq]`` / ``[B, Lk]``, the tokens' times in
+            one unit (the exchange's RoPE time: video latent frames).
+        window: half-width of the window, > 0, in the same unit.
+        key_mask: optional bool ``[B, Lk]`` (True = may be read), combined with the window.
+
+    Returns:
+        A bool ``DenseMask`` ``[B or 1, 1, Lq, Lk]``. A query with no key in its window gets a zero
+        attention output (see ``CrossModalAttention``).
+    """
+    if isinstance(window, bool) or not isinstance(window, (int, float)) or not 0 < window < float("inf"):
+        raise ValueError(f"window must be a finite number > 0; got {window!r}")
+    for name, value in (("query_time", query_time), ("key_time", key_time)):
+        if not isinstance(value, torch.Tensor) or value.ndim not in (1, 2) or not value.is_floating_point():
+            got = f"{value.dtype} {tuple(value.shape)}" if isinstance(value, torch.Tensor) else type(value)
+            raise ValueError(f"{name} must be a float tensor [L] or [B, L]; got {got}")
+    query = query_time if query_time.ndim == 2 else query_time[None]
+    key = key_time if key_time.ndim == 2 else key_time[None]
+    local = (query[:, :, None].float() - key[:, None, :].float()).abs() <= window * (1 + 1e-6)
+    if key_mask is not None:
+        if not isinstance(key_mask, torch.Tensor) or key_mask.dtype != torch.bool or key_mask.ndim != 2:
+            got = (
+                f"{key_mask.dtype} {tuple(key_mask.shape)}"
+                if isinstance(key_mask, torch.Tensor)
+                else type(key_mask)
+            )
+            raise ValueError(f"key_mask must be a bool tensor [B, Lk]; got {got}")
+        if key_mask.shape[1] != local.shape[2]:
+            raise ValueError(f"key_mask covers {key_mask.shape[1]} keys; key_time has {local.shape[2]}")
+        local = local & key_mask[:, None, :]
+    return DenseMask(local[:, None])
 
 
 class CrossModalAttention(nn.Module):

@@ -13,7 +13,8 @@ Only the generated tokens take part in the exchange; in-context reference tokens
 it untouched and are dropped from the output by index. A generated token masked as a key of its own
 branch (``video_key_mask`` / ``audio_key_mask`` False) is not read by the other modality either.
 The exchange's RoPE uses each token's time only: video tokens at their latent frame, audio tokens at
-``k · T_v / T_a`` (paper: 21/218).
+``k · T_v / T_a`` (paper: 21/218). With ``exchange_window`` set, eq. 5 is also time-local: each token
+reads only the other modality's tokens within that many latent frames of its own time.
 Both exchange directions start at zero, so the video output of a joint model whose video branch holds
 text-to-video weights equals that branch's output exactly.
 
@@ -37,7 +38,11 @@ from skyreels_av_rope import (
     cross_modal_time_rope,
     temporal_ratio,
 )
-from skyreels_mmdit_blocks.av_cross_attention import AudioVideoCrossAttention, key_mask_from_bool
+from skyreels_mmdit_blocks.av_cross_attention import (
+    AudioVideoCrossAttention,
+    key_mask_from_bool,
+    time_window_mask,
+)
 from skyreels_mmdit_blocks.block_context import Rotary
 from skyreels_mmdit_blocks.branch import BranchInputs, MMDiTBranch
 from skyreels_mmdit_blocks.joint_config import JointAudioVideoTransformerConfig
@@ -173,13 +178,23 @@ class JointAudioVideoTransformer(nn.Module):
         rotaries = (Rotary(*video_rotary), Rotary(*audio_rotary))
         # Eq. 5 sees generated tokens only, so its key masks drop the reference prefix (embed has
         # validated both as bool [B, R + L]). Built once here: choosing the mask type is a host sync.
-        exchange_masks = tuple(
-            None if keys is None else key_mask_from_bool(keys[:, inputs.num_reference :], name=name)
-            for keys, inputs, name in (
-                (video_key_mask, video, "video_key_mask"),
-                (audio_key_mask, audio, "audio_key_mask"),
-            )
+        generated_keys = (
+            None if video_key_mask is None else video_key_mask[:, video.num_reference :],
+            None if audio_key_mask is None else audio_key_mask[:, audio.num_reference :],
         )
+        if cfg.exchange_window is None:
+            exchange_masks = (
+                key_mask_from_bool(generated_keys[0], name="video_key_mask"),
+                key_mask_from_bool(generated_keys[1], name="audio_key_mask"),
+            )
+        else:  # time-local eq. 5: [B|1, 1, La, Lv] for the audio queries, its transpose for the video's
+            video_time = video.positions[..., video.num_reference :, 0]
+            audio_time = audio.positions[..., audio.num_reference :, 0]
+            window = float(cfg.exchange_window)
+            exchange_masks = (
+                time_window_mask(audio_time, video_time, window=window, key_mask=generated_keys[0]),
+                time_window_mask(video_time, audio_time, window=window, key_mask=generated_keys[1]),
+            )
 
         v_latent, v_text, a_latent, a_text = video.latent, video.text, audio.latent, audio.text
         next_video = next_audio = 0

@@ -42,6 +42,11 @@ class JointAudioVideoTransformerConfig:
             explicit positions in ``forward``. The audio branch's ``rope`` must match the policy.
         av_rope: RoPE of the exchange, applied by time only; None = one time axis over the whole
             head dim with the video RoPE's theta.
+        exchange_window: None (the paper): every audio token may read every video token in eq. 5 and
+            back. A number w > 0 makes the exchange time-local: an audio token reads only the video
+            tokens whose time is within w of its own (in video latent frames, the exchange's RoPE
+            time), and a video token only the audio tokens within w of it
+            (docs/decisions/0013-time-local-exchange.md).
     """
 
     video: MMDiTBranchConfig
@@ -50,6 +55,7 @@ class JointAudioVideoTransformerConfig:
     depth_mapping: tuple[tuple[int, int], ...] | None = None
     audio_alignment: AudioTimeAlignment = AudioTimeAlignment.RATIO
     av_rope: RotaryConfig | None = None
+    exchange_window: float | None = None
 
     def __post_init__(self) -> None:
         v, a = self.video, self.audio
@@ -80,6 +86,11 @@ class JointAudioVideoTransformerConfig:
             raise ValueError(
                 f"av_rope must be a RotaryConfig covering head dim {v.head_dim}; got {self.av_rope!r}"
             )
+        window = self.exchange_window
+        if window is not None and (
+            isinstance(window, bool) or not isinstance(window, (int, float)) or not 0 < window < math.inf
+        ):
+            raise ValueError(f"exchange_window must be None or a finite number > 0; got {window!r}")
         pairs = self.exchange_pairs
         previous = (-1, -1)
         for pair in pairs:

@@ -60,14 +60,16 @@ def _time_rope(x: torch.Tensor, times: torch.Tensor, theta: float) -> torch.Tens
 def reference_softmax_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_valid: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """softmax(q kᵀ/√Dh) v over [B, L, H, Dh]; ``key_valid`` bool [B, Lk] (False = ignored).
+    """softmax(q kᵀ/√Dh) v over [B, L, H, Dh]; ``key_valid`` bool [B, Lk] or per query [B, Lq, Lk]
+    (False = ignored).
 
-    A sample with no valid key gets zeros (the attention API's rule), not the NaN of softmax(-inf).
+    A query with no valid key gets zeros (the attention API's rule), not the NaN of softmax(-inf).
     """
     logits = torch.einsum("bqhd,bkhd->bhqk", q, k) / q.shape[-1] ** 0.5
     if key_valid is None:
         return torch.einsum("bhqk,bkhd->bqhd", torch.softmax(logits, dim=-1), v)
-    logits = logits.masked_fill(~key_valid[:, None, None, :], float("-inf"))
+    valid = key_valid[:, None, None, :] if key_valid.ndim == 2 else key_valid[:, None]
+    logits = logits.masked_fill(~valid, float("-inf"))
     weights = torch.softmax(logits, dim=-1).nan_to_num(0.0)
     return torch.einsum("bhqk,bkhd->bqhd", weights, v)
 
@@ -100,10 +102,13 @@ def reference_cross_modal_attention(
     context_times: torch.Tensor,
     theta: float,
     context_valid: torch.Tensor | None = None,
+    window: float | None = None,
 ) -> torch.Tensor:
     """One direction of eq. 5 in float64 with a time-only RoPE over the whole head dim.
 
-    ``context_valid``: bool [B, S], context tokens that may be read (None = all).
+    ``context_valid``: bool [B, S], context tokens that may be read (None = all). ``window``: the
+    time-local exchange, query ``i`` reads context ``j`` only when ``|t_i - t_j| <= window``
+    (``time_window_mask``'s rule, with its 1e-6 relative slack).
     """
     x64, c64 = _f64(x), _f64(context)
     h, d = module.num_heads, x.shape[-1]
@@ -111,6 +116,12 @@ def reference_cross_modal_attention(
     kv = _linear(_layer_norm(c64, module.context_norm), module.kv)
     k = _rms(_heads(kv[..., :d], h), module.k_norm.weight, 1e-6)
     q, k = _time_rope(q, x_times, theta), _time_rope(k, context_times, theta)
+    if window is not None:
+        near = torch.tensor(
+            [[abs(float(tq) - float(tk)) <= window * (1 + 1e-6) for tk in context_times] for tq in x_times]
+        )  # [L, S], one pair at a time; the same 1e-6 relative slack for rounding as the module
+        base = torch.ones(x.shape[0], context.shape[1], dtype=torch.bool)
+        context_valid = (base if context_valid is None else context_valid)[:, None, :] & near[None]
     out = reference_softmax_attention(q, k, _heads(kv[..., d:], h), context_valid)
     return x64 + _linear(out.reshape(x64.shape), module.out)
 
@@ -125,10 +136,12 @@ def reference_av_exchange(
     theta: float,
     video_valid: torch.Tensor | None = None,
     audio_valid: torch.Tensor | None = None,
+    window: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Eq. 5 in float64: (video', audio') in the module's order.
 
     ``video_valid`` [B, Lv] / ``audio_valid`` [B, La]: bool, the tokens the other modality may read.
+    ``window``: the time-local exchange (``reference_cross_modal_attention``), both directions.
     """
     new_audio = reference_cross_modal_attention(
         module.audio_from_video,
@@ -138,6 +151,7 @@ def reference_av_exchange(
         context_times=video_times,
         theta=theta,
         context_valid=video_valid,
+        window=window,
     )
     read = new_audio if module.order is AVExchangeOrder.SEQUENTIAL else _f64(audio)
     new_video = reference_cross_modal_attention(
@@ -148,5 +162,6 @@ def reference_av_exchange(
         context_times=audio_times,
         theta=theta,
         context_valid=audio_valid,
+        window=window,
     )
     return new_video, new_audio

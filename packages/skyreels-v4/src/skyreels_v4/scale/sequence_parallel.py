@@ -187,6 +187,11 @@ def apply_sequence_parallel(
     """
     if not isinstance(model, JointAudioVideoTransformer):
         raise TypeError(f"model must be a JointAudioVideoTransformer; got {type(model).__name__}")
+    if model.config.exchange_window is not None:
+        raise ValueError(
+            "model: the time-local exchange (exchange_window) has no sequence-parallel form yet; use "
+            "exchange_window=None or sp=1"
+        )
     if not dist.is_available() or not dist.is_initialized():
         raise RuntimeError(
             "apply_sequence_parallel needs torch.distributed initialised (torchrun / Lightning)"

@@ -92,6 +92,7 @@ def build_transformer_config(
     av_cross_attention: bool = True,
     audio_alignment: str = "ratio",
     exchange_order: str = "sequential",
+    exchange_window: float | None = None,
 ) -> JointAudioVideoTransformerConfig:
     """A preset sized for the cache's latents, with branch overrides and the ablation switches.
 
@@ -149,6 +150,7 @@ def build_transformer_config(
             audio=audio,
             audio_alignment=alignment,
             exchange_order=order,
+            exchange_window=None if exchange_window is None else float(exchange_window),
             depth_mapping=None if av_cross_attention else (),
         )
     except (TypeError, ValueError) as error:
@@ -176,7 +178,9 @@ class JointTrainingModule(L.LightningModule):
             (``learning_rate_factor``): linear warm-up, then a cosine decay over ``lr_decay_steps`` to
             ``min_learning_rate_ratio`` of the peak (0 = constant after the warm-up).
         ema_decay: 0 = no EMA.
-        av_cross_attention, audio_alignment, exchange_order: the ablation switches.
+        av_cross_attention, audio_alignment, exchange_order, exchange_window: the ablation switches
+            (``exchange_window``: None = eq. 5 over the whole clip, w = time-local within w latent
+            frames, ``JointAudioVideoTransformerConfig``).
         init_from: a model folder (``SkyReelsV4Transformer.save_pretrained``) whose weights start this
             stage (Table 1's stage chaining); its config must match.
         keyframe_probability, keyframe_count: paper 4.5's joint prediction task: with this
@@ -210,6 +214,7 @@ class JointTrainingModule(L.LightningModule):
         av_cross_attention: bool = True,
         audio_alignment: str = "ratio",
         exchange_order: str = "sequential",
+        exchange_window: float | None = None,
         init_from: str | None = None,
         seed: int = 0,
         keyframe_probability: float = 0.0,
@@ -226,6 +231,7 @@ class JointTrainingModule(L.LightningModule):
             av_cross_attention=av_cross_attention,
             audio_alignment=audio_alignment,
             exchange_order=exchange_order,
+            exchange_window=exchange_window,
         )
         try:
             self.prediction = PredictionType(prediction)

@@ -19,6 +19,16 @@ For each held-out world clip, the pipeline prepares the clip's t2av request exac
   ``E[(â0(v) - â0(v reversed in time))²] / E[â0(v)²]`` for the same noisy audio input. 0: the audio
   ignores the video's timing (its sync can only be at chance); the ground truth's audio changes
   completely when the video is reversed, so a model that has learnt sync moves well above 0.
+- ``audio_video_content_dependence``: the same ratio with the video replaced by another clip's video
+  (same split, seed ``seed + 7919``). Near 0 as well: the audio ignores the video altogether (it
+  reads the prompt only).
+- ``audio_video_locality`` (v2a): where in time the audio estimate reads the video. The audio tokens
+  are grouped by the video latent frame their time falls in; for each group, the gradient of a fixed
+  random projection of the group's estimate with respect to the video latents is split by latent
+  frame, and the column is the share of its energy on the latent frames within one of the group's
+  own, averaged over the groups and clips. 1: each moment of the audio reads only the co-timed video
+  (what sync needs); ``audio_video_locality_uniform`` is the share an evenly spread reading would
+  give. None where the estimate does not depend on the video at all.
 
 ``skyreels-v4 probe --model DIR --out DIR`` writes ``probe.json`` and ``probe.png`` (one row per σ:
 the middle frame of ``x̂0`` for each clip, ground truth last).
@@ -27,6 +37,7 @@ the middle frame of ``x̂0`` for each clip, ground truth last).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 from collections.abc import Sequence
@@ -39,7 +50,7 @@ import torch
 from skyreels_v4.io import atomic_path, atomic_write_json
 from skyreels_v4.world import ProceduralAVDataset, WorldConfig, WorldSplit
 
-__all__ = ["denoising_probe", "main"]
+__all__ = ["denoising_probe", "latent_frame_of_audio_tokens", "main"]
 
 DEFAULT_SIGMAS = (0.2, 0.5, 0.8, 0.9, 0.95, 0.98, 1.0)
 
@@ -56,8 +67,9 @@ def denoising_probe(
     picture: str | os.PathLike[str] | None = None,
 ) -> dict[str, dict[str, float]]:
     """Per σ (as a string key): ``video_x0_mse``, ``audio_x0_mse``, ``video_noise_sensitivity``,
-    ``audio_noise_sensitivity`` and ``audio_video_dependence`` (module docstring), over ``num_clips``
-    clips of ``world`` (``split``)."""
+    ``audio_noise_sensitivity``, ``audio_video_dependence``, ``audio_video_content_dependence`` and
+    ``audio_video_locality`` (+ ``_uniform``) (module docstring), over ``num_clips`` clips of ``world``
+    (``split``)."""
     from skyreels_v4.model import JointDenoiser
     from skyreels_v4.pipeline import GenerationRequest
     from skyreels_v4.pipeline.pipeline import crop_or_pad
@@ -70,6 +82,7 @@ def denoising_probe(
     if not sigmas or not all(math.isfinite(s) and 0.0 < s <= 1.0 for s in sigmas):
         raise ValueError(f"sigmas: expected values in (0, 1], got {sigmas!r}")
     data = ProceduralAVDataset(world, length=num_clips, seed=seed, split=WorldSplit(split))
+    others = ProceduralAVDataset(world, length=num_clips, seed=seed + 7919, split=WorldSplit(split))
     denoiser = JointDenoiser(pipe.transformer)
     sums: dict[float, dict[str, float]] = {s: {} for s in sigmas}
     frames: dict[float, list[np.ndarray]] = {s: [] for s in sigmas}
@@ -104,7 +117,7 @@ def denoising_probe(
                     prompt=item["caption"], task="v2a", seed=seed + index, video=video, fps=world.fps
                 )
             ).condition
-            for video in (item["video"], item["video"].flip(1))
+            for video in (item["video"], item["video"].flip(1), others[index]["video"])
         ]
         for s in sigmas:
             estimates = []
@@ -137,7 +150,21 @@ def denoising_probe(
                 )
                 given.append(x_audio - s * u_audio)
             totals["v2a_moved"] = totals.get("v2a_moved", 0.0) + float((given[0] - given[1]).square().mean())
+            totals["v2a_swapped"] = totals.get("v2a_swapped", 0.0) + float(
+                (given[0] - given[2]).square().mean()
+            )
             totals["v2a_energy"] = totals.get("v2a_energy", 0.0) + float(given[0].square().mean())
+            shares, counted, uniform = _time_locality(
+                denoiser,
+                v2a_conditions[0],
+                x_audio,
+                s,
+                num_frames=world.num_frames,
+                generator=torch.Generator().manual_seed(seed + index),
+            )
+            totals["v2a_shares"] = totals.get("v2a_shares", 0.0) + shares
+            totals["v2a_counted"] = totals.get("v2a_counted", 0.0) + counted
+            totals["v2a_uniform"] = totals.get("v2a_uniform", 0.0) + uniform
     results = {}
     for s in sigmas:
         totals = {k: v / num_clips for k, v in sums[s].items()}
@@ -146,11 +173,88 @@ def denoising_probe(
             row[f"{name}_x0_mse"] = totals[f"{name}_x0_mse"]
             row[f"{name}_noise_sensitivity"] = totals[f"{name}_moved"] / totals[f"{name}_given"]
         row["audio_video_dependence"] = totals["v2a_moved"] / max(totals["v2a_energy"], 1e-30)
+        row["audio_video_content_dependence"] = totals["v2a_swapped"] / max(totals["v2a_energy"], 1e-30)
+        counted = totals["v2a_counted"]
+        row["audio_video_locality"] = totals["v2a_shares"] / counted if counted > 0 else None
+        row["audio_video_locality_uniform"] = totals["v2a_uniform"]
         results[f"{s:g}"] = row
     if picture is not None:
         rows = [np.concatenate(frames[s], axis=1) for s in sigmas] + [np.concatenate(truth, axis=1)]
         _save_picture(picture, rows, [f"σ={s:g}" for s in sigmas] + ["x0"])
     return results
+
+
+def latent_frame_of_audio_tokens(num_audio: int, num_latent_frames: int, num_frames: int) -> torch.Tensor:
+    """``[num_audio]`` long: the video latent frame holding each audio token's centre time.
+
+    Audio token ``k`` spans ``[k, k+1) / num_audio`` of the clip; video frame ``f`` spans
+    ``[f, f+1) / num_frames``; latent frame 0 holds frame 0 and latent frame ``j >= 1`` holds frames
+    ``r(j-1)+1 .. rj`` (the causal video VAE, ``r = (num_frames - 1) / (num_latent_frames - 1)``).
+    """
+    for name, value in (
+        ("num_audio", num_audio),
+        ("num_latent_frames", num_latent_frames),
+        ("num_frames", num_frames),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}: expected a positive int, got {value!r}")
+    if num_latent_frames == 1:
+        return torch.zeros(num_audio, dtype=torch.long)
+    if (num_frames - 1) % (num_latent_frames - 1):
+        raise ValueError(
+            f"num_frames - 1 ({num_frames - 1}) must be a multiple of num_latent_frames - 1 "
+            f"({num_latent_frames - 1}) (a causal video VAE)"
+        )
+    ratio = (num_frames - 1) // (num_latent_frames - 1)
+    frame = ((torch.arange(num_audio, dtype=torch.float64) + 0.5) * num_frames / num_audio).floor().long()
+    return ((frame + ratio - 1) // ratio).clamp(0, num_latent_frames - 1)
+
+
+def _time_locality(
+    denoiser: Any,
+    condition: Any,
+    x_audio: torch.Tensor,
+    sigma: float,
+    *,
+    num_frames: int,
+    generator: torch.Generator,
+) -> tuple[float, float, float]:
+    """(sum over audio groups of the share of the group's gradient energy on the latent frames within
+    one of its own, the number of groups with any gradient, the share an even reading gives, averaged
+    over the groups) for ``audio_video_locality``; see the module docstring."""
+    video = condition.conditional_latents.detach().clone().requires_grad_(True)
+    given = dataclasses.replace(condition, conditional_latents=video)
+    device = x_audio.device
+    with torch.enable_grad():
+        _, u_audio = denoiser.raw(
+            video,
+            x_audio,
+            video_sigma=torch.zeros(1, device=device),
+            audio_sigma=torch.full((1,), sigma, device=device),
+            condition=given,
+        )
+        estimate = x_audio - sigma * u_audio
+        num_latent = video.shape[2]
+        groups = latent_frame_of_audio_tokens(estimate.shape[-1], num_latent, num_frames)
+        weights = torch.randn(estimate.shape, generator=generator).to(device)
+        present = groups.unique().tolist()
+        shares, counted, uniform = 0.0, 0, 0.0
+        for g in present:
+            tokens = (groups == g).nonzero().flatten().to(device)
+            projection = (estimate[..., tokens] * weights[..., tokens]).sum()
+            if not projection.requires_grad:  # the estimate does not depend on the video at all
+                continue
+            (grad,) = torch.autograd.grad(projection, video, retain_graph=True, allow_unused=True)
+            if grad is None:
+                continue
+            per_frame = grad.double().square().sum(dim=(0, 1, 3, 4))
+            total = float(per_frame.sum())
+            if total > 0:
+                shares += float(per_frame[max(g - 1, 0) : g + 2].sum()) / total
+                counted += 1
+        for g in present:
+            uniform += (min(g + 1, num_latent - 1) - max(g - 1, 0) + 1) / num_latent / len(present)
+    return shares, counted, uniform
 
 
 def _middle_frame(pipe: Any, video_latents: torch.Tensor) -> np.ndarray:
@@ -228,12 +332,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         picture=out / "probe.png",
     )
     atomic_write_json(out / "probe.json", results)
-    print("sigma  video_x0_mse  video_noise_sens  audio_x0_mse  audio_noise_sens  audio_video_dep")
+    print(
+        "sigma  video_x0_mse  video_noise_sens  audio_x0_mse  audio_noise_sens  av_order_dep  "
+        "av_content_dep  av_locality (uniform)"
+    )
     for s, row in results.items():
+        locality = row["audio_video_locality"]
         print(
             f"{s:>5}  {row['video_x0_mse']:12.4f}  {row['video_noise_sensitivity']:16.3f}  "
             f"{row['audio_x0_mse']:12.4f}  {row['audio_noise_sensitivity']:16.3f}  "
-            f"{row['audio_video_dependence']:15.3f}"
+            f"{row['audio_video_dependence']:12.2e}  {row['audio_video_content_dependence']:14.2e}  "
+            f"{'-' if locality is None else format(locality, '.3f'):>11} "
+            f"({row['audio_video_locality_uniform']:.3f})"
         )
     print(f"wrote {out / 'probe.json'} and {out / 'probe.png'}")
     return 0

@@ -91,6 +91,7 @@ class QuickstartSettings(argparse.Namespace):
     steps: int
     seed: int
     video_codec: str
+    video_temporal_factor: int
     audio_codec: str
     audio_weight: float
     task_weights: str
@@ -103,6 +104,7 @@ class QuickstartSettings(argparse.Namespace):
     no_av_cross_attention: bool
     audio_alignment: str
     exchange_order: str
+    exchange_window: float | None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -141,6 +143,14 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="seed (default: %(default)s)")
     parser.add_argument(
         "--video-codec", choices=("pixel", "tiny"), default="pixel", help="video codec (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--video-temporal-factor",
+        type=int,
+        choices=(1, 2, 4),
+        default=4,
+        help="frames per latent frame of the pixel codec after the first (4: like the paper's VAEs; 1: one "
+        "latent frame per video frame, so the exchange sees each frame's time) (default: %(default)s)",
     )
     parser.add_argument(
         "--audio-codec",
@@ -215,6 +225,14 @@ def _parser() -> argparse.ArgumentParser:
         default="sequential",
         help="order of the two cross-attentions of eq. 4-5 (default: %(default)s)",
     )
+    ablations.add_argument(
+        "--exchange-window",
+        type=float,
+        default=None,
+        metavar="W",
+        help="time-local eq. 5: each audio token reads only the video latent frames within W of its own "
+        "time, and back (docs/decisions/0013-time-local-exchange.md) (default: the whole clip)",
+    )
     return parser
 
 
@@ -278,6 +296,16 @@ def _check(settings: QuickstartSettings) -> None:
             "in (0, 100]",
         ),
     )
+    factor = getattr(settings, "video_temporal_factor", 4)
+    if getattr(settings, "video_codec", "pixel") != "pixel" and factor != 4:
+        raise SkyReelsError(
+            f"--video-temporal-factor: {factor} applies to the pixel codec only; got --video-codec "
+            f"{settings.video_codec}"
+        )
+    window = getattr(settings, "exchange_window", None)
+    if window is not None:
+        ok = 0 < window <= 1000 and math.isfinite(window)
+        checks += (("--exchange-window", window, ok, "in (0, 1000]"),)
     for name, value, ok, expected in checks:
         if not ok:
             raise SkyReelsError(f"{name}: expected {expected}, got {value!r}")
@@ -369,7 +397,9 @@ def run_quickstart(settings: QuickstartSettings) -> dict:
         )
         video_codec = result.model
     else:
-        video_codec = PixelShuffleVideoCodec(temporal_factor=4, spatial_factor=4)
+        video_codec = PixelShuffleVideoCodec(
+            temporal_factor=int(identity["video_temporal_factor"]), spatial_factor=4
+        )
 
     # 2. Latent caches (kept when already complete).
     print("[2/5] caching latents of the procedural world", flush=True)
@@ -434,6 +464,7 @@ def run_quickstart(settings: QuickstartSettings) -> dict:
         av_cross_attention=not getattr(settings, "no_av_cross_attention", False),
         audio_alignment=getattr(settings, "audio_alignment", "ratio"),
         exchange_order=getattr(settings, "exchange_order", "sequential"),
+        exchange_window=getattr(settings, "exchange_window", None),
     )
     checkpoints = root / "checkpoints"
     last = checkpoints / "last.ckpt"
@@ -519,6 +550,7 @@ _IDENTITY = (
     "batch_size",
     "seed",
     "video_codec",
+    "video_temporal_factor",
     "audio_codec",
     "audio_weight",
     "task_weights",
@@ -531,6 +563,7 @@ _IDENTITY = (
     "no_av_cross_attention",
     "audio_alignment",
     "exchange_order",
+    "exchange_window",
 )
 SETTINGS_FILE = "quickstart_settings.json"
 
@@ -540,6 +573,7 @@ def _identity(settings: QuickstartSettings) -> dict[str, object]:
         "no_av_cross_attention": False,
         "audio_alignment": "ratio",
         "exchange_order": "sequential",
+        "exchange_window": None,
         "prediction": "x0",
         "train_shift": 1.0,
         "train_images": 0,
@@ -547,6 +581,7 @@ def _identity(settings: QuickstartSettings) -> dict[str, object]:
         "video_patch": 2,
         "lr_decay_steps": 0,
         "audio_codec": "dct",
+        "video_temporal_factor": 4,
         "audio_weight": 1.0,
         "task_weights": DEFAULT_TASKS,
     }
@@ -585,6 +620,10 @@ def _ablation_label(settings: QuickstartSettings) -> str:
         parts.append(f"audio alignment {settings.audio_alignment}")
     if getattr(settings, "exchange_order", "sequential") != "sequential":
         parts.append(f"{settings.exchange_order} exchange")
+    if getattr(settings, "video_temporal_factor", 4) != 4:
+        parts.append(f"video temporal factor {settings.video_temporal_factor}")
+    if getattr(settings, "exchange_window", None) is not None:
+        parts.append(f"exchange within {settings.exchange_window:g} latent frames")
     return ", ".join(parts)
 
 
