@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from skyreels_v4.errors import SkyReelsError
 from skyreels_v4.training import quickstart
 
 ARGS = [
@@ -167,3 +168,20 @@ def test_images_and_switches_reach_the_cache_the_module_and_the_identity(tmp_pat
     assert "exchange within 1.5 latent frames" in title and "video temporal factor 2" in title
     assert saved["video_temporal_factor"] == 2
     assert quickstart.main(["--out", str(out), *ARGS, "--train-images", "8"]) == 2  # another run: refused
+
+
+def test_a_task_mixture_is_the_same_run_however_it_is_spelled(tmp_path):
+    """The run identity compares a mixture by its weights: reordered or respaced pairs resume the run;
+    other weights are refused."""
+    parser = quickstart._parser()
+
+    def settings(mixture):
+        args = ["--out", str(tmp_path), "--task-weights", mixture]
+        parsed = parser.parse_args(args, quickstart.QuickstartSettings())
+        return quickstart._apply_preset(parsed)
+
+    saved = quickstart._identity(settings("t2av=0.5,v2a=0.5"))
+    (tmp_path / quickstart.SETTINGS_FILE).write_text(json.dumps(saved))
+    quickstart._check_same_run(settings("v2a=0.50, t2av=0.5"), tmp_path)  # no error: the same mixture
+    with pytest.raises(SkyReelsError, match=r"task_weights 't2av=0\.5,v2a=0\.5' -> 't2av=0\.6,v2a=0\.4'"):
+        quickstart._check_same_run(settings("t2av=0.6,v2a=0.4"), tmp_path)

@@ -602,13 +602,25 @@ def _check_same_run(settings: QuickstartSettings, root: Path) -> None:
         raise SkyReelsError(f"{path}: unreadable quickstart settings ({error}); remove the folder") from None
     current = _identity(settings)
     changed = [
-        f"{key} {saved.get(key)!r} -> {value!r}" for key, value in current.items() if saved.get(key) != value
+        f"{key} {saved.get(key)!r} -> {value!r}"
+        for key, value in current.items()
+        if not _same_setting(key, saved.get(key), value)
     ]
     if changed:
         raise SkyReelsError(
             f"--out {root}: holds a run made with other settings ({'; '.join(changed)}); rerunning resumes "
             "that run, so choose another --out for these settings"
         )
+
+
+def _same_setting(key: str, saved: object, current: object) -> bool:
+    """Equal settings; a task mixture compares by its weights, not its spelling."""
+    if key == "task_weights" and isinstance(saved, str) and isinstance(current, str):
+        try:
+            return task_weights(saved) == task_weights(current)
+        except SkyReelsError:
+            return False
+    return saved == current
 
 
 def _ablation_label(settings: QuickstartSettings) -> str:
