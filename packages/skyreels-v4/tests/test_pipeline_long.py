@@ -64,3 +64,38 @@ def test_generate_long_rejects_lengths_that_do_not_fit(tiny_pipe):
         tiny_pipe.generate_long(
             GenerationRequest(prompt=PROMPT, task="t2a"), total_frames=21, window_frames=9, overlap_frames=5
         )
+
+
+def test_join_audio_fades_between_two_renderings_of_the_same_stretch():
+    """Two renderings of one tone that differ in phase (what two Griffin-Lim decodes of the same
+    magnitudes give): a hard cut jumps, the raised-cosine fade has no step larger than the tone's own;
+    identical renderings join bit-exactly."""
+    from skyreels_v4.pipeline.long import join_audio
+
+    rate, fade = 16000, 512
+    t = torch.arange(4000, dtype=torch.float64) / rate
+    first = torch.sin(2 * torch.pi * 440 * t)[None]
+    second = torch.sin(2 * torch.pi * 440 * t + 2.5)[None]  # the same tone, another phase
+    seam = 2000
+    cut = join_audio(first[:, :seam], second[:, seam:], fade=0)
+    faded = join_audio(first[:, :seam], second[:, seam - fade :], fade=fade)
+    assert cut.shape == faded.shape == (1, 4000)
+    own_step = float(first.diff(dim=1).abs().max())
+    assert float(cut.diff(dim=1).abs().max()) > 3 * own_step  # the hard cut clicks (a 0.77 jump here)
+    assert float(faded.diff(dim=1).abs().max()) <= 1.05 * own_step
+    assert torch.equal(faded[:, : seam - fade], first[:, : seam - fade])
+    assert torch.equal(faded[:, seam:], second[:, seam:])
+    same = join_audio(first[:, :seam], first[:, seam - fade :], fade=fade)
+    assert torch.equal(same, first)
+    with pytest.raises(SkyReelsError, match="fade: 600 samples is longer"):
+        join_audio(first[:, :100], second, fade=600)
+    with pytest.raises(SkyReelsError, match="fade: expected a sample count >= 0"):
+        join_audio(first, second, fade=-1)
+
+
+def test_generate_long_rejects_a_bad_crossfade(tiny_pipe):
+    with pytest.raises(SkyReelsError, match=r"audio_crossfade: expected seconds >= 0, got -0\.1"):
+        tiny_pipe.generate_long(
+            GenerationRequest(prompt=PROMPT), total_frames=21, window_frames=9, overlap_frames=5,
+            audio_crossfade=-0.1,
+        )  # fmt: skip

@@ -6,7 +6,11 @@ The first window is the request itself (any task that generates video: t2av, i2v
 picture and the sound. Stitching keeps everything already made: the new window contributes only the
 frames after the overlap, and its audio from the end of the kept audio latents on (the samples it
 reproduces exactly), so the waveform changes hands where the new window's own audio continues its
-own kept context and no step appears at the seam.
+own kept context and no step appears at the seam. An inexact audio codec (the spectrogram codec's
+Griffin-Lim phase, an audio VAE) reproduces the kept audio only approximately, so the last
+``audio_crossfade`` seconds before each seam fade from the clip's audio to the window's own decode
+of the same stretch (a raised-cosine ramp, ``join_audio``); with an exact codec the two agree and the
+fade changes nothing.
 
 With ``refine_to`` (paper 4.5's efficient path) every window is a refined generation: the base pass at
 the request's size, then the refiner to ``refine_to``. The next window extends the *refined* frames:
@@ -33,7 +37,10 @@ from skyreels_v4.pipeline.request import GenerationRequest, Task
 if TYPE_CHECKING:
     from skyreels_v4.pipeline.pipeline import SkyReelsV4Pipeline
 
-__all__ = ["LongClip", "generate_long"]
+__all__ = ["DEFAULT_AUDIO_CROSSFADE", "LongClip", "generate_long", "join_audio"]
+
+#: Seconds faded before each audio seam: one 512-sample STFT window at 16 kHz.
+DEFAULT_AUDIO_CROSSFADE = 0.032
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -66,13 +73,16 @@ def generate_long(
     total_frames: int,
     window_frames: int,
     overlap_frames: int,
+    audio_crossfade: float = DEFAULT_AUDIO_CROSSFADE,
     **call: Any,
 ) -> LongClip:
     """Generate ``total_frames`` frames in windows of ``window_frames`` overlapping by ``overlap_frames``.
 
     Both window and overlap must be whole-latent lengths (``1 + k·temporal_factor``) so that the kept
     context is exactly a run of latent frames. ``call`` goes to every window's ``pipe(...)`` (sampling,
-    callback, progress). Window ``k`` uses seed ``request.seed + k``.
+    callback, progress). Window ``k`` uses seed ``request.seed + k``. ``audio_crossfade``: seconds
+    before each audio seam faded from the clip's audio to the window's (0: a hard cut; capped at the
+    kept audio).
 
     Raises:
         SkyReelsError: a task that makes no video, or lengths that do not fit (named).
@@ -88,6 +98,12 @@ def generate_long(
     total_frames = _check_int("total_frames", total_frames, 2)
     window_frames = _check_int("window_frames", window_frames, 1 + tf)
     overlap_frames = _check_int("overlap_frames", overlap_frames, 1)
+    if (
+        isinstance(audio_crossfade, bool)
+        or not isinstance(audio_crossfade, (int, float))
+        or not 0 <= audio_crossfade < float("inf")
+    ):
+        raise SkyReelsError(f"audio_crossfade: expected seconds >= 0, got {audio_crossfade!r}")
     for name, value in (("window_frames", window_frames), ("overlap_frames", overlap_frames)):
         if (value - 1) % tf:
             raise SkyReelsError(f"{name}: expected 1 + {tf}k frames (whole latent frames), got {value}")
@@ -144,7 +160,8 @@ def generate_long(
             kept_samples = _kept_audio_samples(pipe, context, rate)
             seam = audio_from + kept_samples
             seams.append(seam)
-            audio = torch.cat([audio[:, :seam], window.audio[:, kept_samples:]], dim=1)
+            fade = min(round(audio_crossfade * rate), kept_samples)
+            audio = join_audio(audio[:, :seam], window.audio[:, kept_samples - fade :], fade=fade)
     video = video[:, :total_frames]
     if audio is not None:
         audio = _fit(audio, round(total_frames / fps * rate))
@@ -160,6 +177,26 @@ def generate_long(
     return LongClip(
         output=output, windows=tuple(windows), frame_starts=tuple(starts), audio_seams=tuple(seams)
     )
+
+
+def join_audio(before: Tensor, after: Tensor, *, fade: int) -> Tensor:
+    """``before [ch, S1]`` then ``after [ch, S2]``, whose first ``fade`` samples cover the same stretch as
+    the last ``fade`` of ``before``: over that stretch a raised-cosine ramp goes from ``before`` to
+    ``after`` (``torch.lerp``, so identical stretches stay bit-identical). Returns ``[ch, S1 + S2 - fade]``.
+    """
+    if isinstance(fade, bool) or not isinstance(fade, int) or fade < 0:
+        raise SkyReelsError(f"fade: expected a sample count >= 0, got {fade!r}")
+    if fade > before.shape[1] or fade > after.shape[1]:
+        raise SkyReelsError(
+            f"fade: {fade} samples is longer than the audio joined ({before.shape[1]} and {after.shape[1]})"
+        )
+    if fade == 0:
+        return torch.cat([before, after], dim=1)
+    ramp = 0.5 - 0.5 * torch.cos(
+        torch.pi * (torch.arange(fade, dtype=torch.float64) + 0.5) / fade
+    )  # 0 -> 1, symmetric
+    blended = torch.lerp(before[:, -fade:], after[:, :fade], ramp.to(before.dtype)[None, :])
+    return torch.cat([before[:, :-fade], blended, after[:, fade:]], dim=1)
 
 
 def _kept_audio_samples(pipe: SkyReelsV4Pipeline, context: Tensor, rate: int) -> int:

@@ -43,7 +43,7 @@ from skyreels_v4.errors import FileFormatError, NonFiniteError, PromptError, Sky
 from skyreels_v4.io import atomic_write_json, read_json
 from skyreels_v4.model import ModelCondition, SkyReelsV4Transformer
 from skyreels_v4.pipeline.denoise import denoiser_for_task
-from skyreels_v4.pipeline.long import LongClip, generate_long
+from skyreels_v4.pipeline.long import DEFAULT_AUDIO_CROSSFADE, LongClip, generate_long
 from skyreels_v4.pipeline.memory import (
     BlockOffload,
     OffloadMode,
@@ -663,6 +663,7 @@ class SkyReelsV4Pipeline:
         total_frames: int,
         window_frames: int,
         overlap_frames: int,
+        audio_crossfade: float = DEFAULT_AUDIO_CROSSFADE,
         **call: Any,
     ) -> LongClip:
         """Chained extension past the trained length (``skyreels_v4.pipeline.long``); with
@@ -673,6 +674,7 @@ class SkyReelsV4Pipeline:
             total_frames=total_frames,
             window_frames=window_frames,
             overlap_frames=overlap_frames,
+            audio_crossfade=audio_crossfade,
             **call,
         )
 
