@@ -420,3 +420,22 @@ def test_bad_inputs_raise_with_the_argument_name(call, error, match):
 def test_bad_configs_raise(factory, match):
     with pytest.raises((ValueError, TypeError), match=match):
         factory()
+
+
+def test_scores_at_a_wider_tolerance_rematch_the_same_events(world_clips, world_sync_truth):
+    """Audio 3 frames late: not recalled at one frame, all recalled at four; ``scores_at`` at the
+    config's own tolerance is ``compute()``."""
+    _, batch = world_clips
+    delay = round(3 / CONFIG.fps * CONFIG.sample_rate)
+    late = torch.nn.functional.pad(batch["audio"], (delay, 0))[..., : batch["audio"].shape[-1]]
+    metric = AudioVideoSync(SyncConfig(fps=CONFIG.fps, sample_rate=CONFIG.sample_rate))
+    metric.update(batch["video"], late)
+    exact = {key: float(value) for key, value in metric.compute().items()}
+    same = metric.scores_at(1 / CONFIG.fps)
+    assert same.keys() == exact.keys()
+    assert all(same[k] == pytest.approx(exact[k], nan_ok=True) for k in exact)
+    wide = metric.scores_at(4 / CONFIG.fps)
+    assert exact["recall"] < 0.4 and wide["recall"] >= world_sync_truth["recall"] - 0.05  # 0.28 at one frame
+    assert wide["mean_offset_s"] > 0.05  # audio late (nearest onsets include other bounces' blips)
+    with pytest.raises(ValueError, match="tolerance_s: expected seconds > 0, got 0"):
+        metric.scores_at(0)

@@ -24,7 +24,7 @@ stored and scored in :meth:`compute`, results do not depend on how clips were ba
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -158,16 +158,25 @@ class AudioVideoSync(Metric):
         return [b.numpy() for b in bounces], [o.numpy() for o in onsets], durations
 
     def compute(self) -> dict[str, torch.Tensor]:
+        scores = self._scores(self.config)
+        return {key: torch.tensor(value, dtype=torch.float64) for key, value in scores.items()}
+
+    def scores_at(self, tolerance_s: float) -> dict[str, float]:
+        """``compute()``'s scores (as floats) for the same clips matched at another tolerance, in
+        seconds: how much of the sync is only a matter of precision."""
+        if isinstance(tolerance_s, bool) or not isinstance(tolerance_s, (int, float)) or not tolerance_s > 0:
+            raise ValueError(f"tolerance_s: expected seconds > 0, got {tolerance_s!r}")
+        return self._scores(replace(self.config, tolerance_s=float(tolerance_s)))
+
+    def _scores(self, config: SyncConfig) -> dict[str, float]:
         bounces, onsets, durations = self.clip_events()
         matched, chance = _Tally(), _Tally()
         n = len(bounces)
         for i in range(n):
-            matched = matched.add(bounces[i], onsets[i], float(durations[i]), self.config)
+            matched = matched.add(bounces[i], onsets[i], float(durations[i]), config)
             if n >= 2:
                 j = (i + 1) % n
-                chance = chance.add(
-                    bounces[j], onsets[i], float(min(durations[i], durations[j])), self.config
-                )
+                chance = chance.add(bounces[j], onsets[i], float(min(durations[i], durations[j])), config)
         scores = matched.scores()
         chance_scores = chance.scores() if n >= 2 else dict.fromkeys(scores, math.nan)
         out = dict(scores)
@@ -177,7 +186,7 @@ class AudioVideoSync(Metric):
         out["num_clips"] = float(n)
         out["num_bounces"] = float(matched.seen)
         out["num_onsets"] = float(matched.heard)
-        return {key: torch.tensor(value, dtype=torch.float64) for key, value in out.items()}
+        return out
 
 
 def _cat(states: list[torch.Tensor] | torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
