@@ -439,3 +439,23 @@ def test_scores_at_a_wider_tolerance_rematch_the_same_events(world_clips, world_
     assert wide["mean_offset_s"] > 0.05  # audio late (nearest onsets include other bounces' blips)
     with pytest.raises(ValueError, match="tolerance_s: expected seconds > 0, got 0"):
         metric.scores_at(0)
+
+
+def test_band_activity_is_the_share_of_time_a_blip_band_sound_is_on():
+    from skyreels_v4.metrics import OnsetConfig, band_activity
+
+    rate = 16000
+    t = torch.arange(rate, dtype=torch.float64) / rate  # one second
+    tone = torch.sin(2 * torch.pi * 1000 * t)
+    config = OnsetConfig()
+    assert band_activity(tone[None], rate, config) == pytest.approx(1.0, abs=0.01)  # never stops
+    blips = torch.zeros(rate, dtype=torch.float64)
+    for start in (0.2, 0.5, 0.8):  # three 50 ms blips: 15 % of the second
+        a, b = round(start * rate), round((start + 0.05) * rate)
+        blips[a:b] = tone[a:b]
+    assert band_activity(blips[None], rate, config) == pytest.approx(0.15, abs=0.02)
+    drone = 0.5 * torch.sin(2 * torch.pi * 100 * t)  # below the blip band: not counted
+    assert band_activity((blips + drone)[None], rate, config) == pytest.approx(0.15, abs=0.02)
+    assert band_activity(torch.zeros(1, rate), rate, config) == 0.0
+    with pytest.raises(ValueError, match="relative: expected a number in"):
+        band_activity(tone[None], rate, config, relative=1.5)

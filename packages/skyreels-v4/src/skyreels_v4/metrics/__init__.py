@@ -5,7 +5,7 @@ plus the detectors they are built from."""
 from skyreels_v4.metrics.adherence import ObjectAdherence
 from skyreels_v4.metrics.bounces import BounceConfig, axis_reversals, detect_bounces
 from skyreels_v4.metrics.events import EventMatch, match_events, nearest_offsets
-from skyreels_v4.metrics.onsets import OnsetConfig, band_amplitude, detect_onsets
+from skyreels_v4.metrics.onsets import OnsetConfig, band_activity, band_amplitude, detect_onsets
 from skyreels_v4.metrics.pitch import PitchAdherence, PitchConfig, cents, tone_pitches
 from skyreels_v4.metrics.segmentation import (
     REFERENCE_RGB,
@@ -30,6 +30,7 @@ __all__ = [
     "SyncConfig",
     "TrackingConfig",
     "axis_reversals",
+    "band_activity",
     "band_amplitude",
     "cents",
     "classify_pixels",

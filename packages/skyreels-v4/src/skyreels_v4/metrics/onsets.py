@@ -91,3 +91,18 @@ def detect_onsets(audio: torch.Tensor, sample_rate: int, config: OnsetConfig) ->
                 shift = float(np.clip(0.5 * (left - right) / curvature, -0.5, 0.5))
         times.append((k + shift) * hop_s)
     return np.asarray(times, dtype=np.float64)
+
+
+def band_activity(
+    audio: torch.Tensor, sample_rate: int, config: OnsetConfig, *, relative: float = 0.1
+) -> float:
+    """Fraction of the STFT frames of one clip ``audio [C, S]`` whose band amplitude (the blips' band,
+    ``band_amplitude``) exceeds ``relative`` times the clip's largest: about the blips' share of the time
+    for blips on silence, near 1 for a sound that never stops. 0 for a silent clip."""
+    if not 0 < relative < 1:
+        raise ValueError(f"relative: expected a number in (0, 1), got {relative!r}")
+    amplitude = band_amplitude(audio.mean(dim=0), sample_rate, config)
+    peak = float(amplitude.max()) if amplitude.numel() else 0.0
+    if peak <= config.absolute_threshold:
+        return 0.0
+    return float((amplitude > relative * peak).double().mean())

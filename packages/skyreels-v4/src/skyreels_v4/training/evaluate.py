@@ -28,7 +28,15 @@ from torch.utils.data import default_collate
 from tqdm.auto import tqdm
 
 from skyreels_v4.io import atomic_path, atomic_write_json, atomic_write_text
-from skyreels_v4.metrics import AudioVideoSync, ObjectAdherence, PitchAdherence, PitchConfig, SyncConfig
+from skyreels_v4.metrics import (
+    AudioVideoSync,
+    ObjectAdherence,
+    OnsetConfig,
+    PitchAdherence,
+    PitchConfig,
+    SyncConfig,
+    band_activity,
+)
 from skyreels_v4.pipeline.pipeline import crop_or_pad
 from skyreels_v4.world import ProceduralAVDataset, WorldConfig, WorldSplit
 
@@ -45,6 +53,9 @@ def _score(video: torch.Tensor | None, audio: torch.Tensor | None, batch: dict, 
         pitch = PitchAdherence(PitchConfig(sample_rate=world.sample_rate))
         pitch.update(audio, batch["shape_ids"])
         out.update({f"pitch/{k}": float(v) for k, v in pitch.compute().items()})
+        onsets = OnsetConfig()
+        activity = [band_activity(clip, world.sample_rate, onsets) for clip in audio]
+        out["audio/band_activity"] = sum(activity) / len(activity)
     if video is not None and audio is not None:
         sync = AudioVideoSync(SyncConfig(fps=world.fps, sample_rate=world.sample_rate))
         sync.update(video, audio)
@@ -149,9 +160,16 @@ def _markdown(results: dict[str, dict[str, float]]) -> str:
     timed = {name: row for name, row in results.items() if "sync/num_onsets" in row}
     if timed:
         columns = [("sync/num_bounces", "bounces"), ("sync/num_onsets", "onsets")]
+        columns += [("audio/band_activity", "sounding")]
         columns += [("sync/recall_gain", "gain 1f")]
         columns += [(f"sync@{f}f/recall_gain", f"gain {f}f") for f in WIDER_SYNC_TOLERANCES]
-        lines += ["", "Sync recall gain at wider tolerances (video frames); bounces and onsets scored:", ""]
+        lines += [
+            "",
+            "Sync recall gain at wider tolerances (video frames); bounces and onsets scored; `sounding`: "
+            "the share of 1 ms frames whose blip-band amplitude exceeds a tenth of the clip's peak "
+            "(`band_activity`, mean over clips: blips on silence score low, a sound that never stops 1):",
+            "",
+        ]
         lines += table(columns, timed)
     return "\n".join(lines) + "\n"
 
