@@ -3,12 +3,14 @@ AudioVAE round trip through AudioCodec (shape, normalisation, folder), validatio
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
 
 from skyreels_audio_vae import AudioVAE, audio_vae_preset
-from skyreels_v4.errors import NonFiniteError, SkyReelsError
+from skyreels_v4.errors import FileFormatError, NonFiniteError, SkyReelsError
 from skyreels_v4.vae import AudioCodec, FrameAudioCodec, load_audio_codec, resample_waveform
 
 
@@ -42,6 +44,14 @@ def test_frame_codec_companding_inverts_and_round_trips_its_folder(tmp_path) -> 
     for bad in (0, 1.5, float("nan"), True):
         with pytest.raises(ValueError, match="compression"):
             FrameAudioCodec(compression=bad)
+    # A folder written before companding existed has no "compression": the linear codec loads.
+    config_path = tmp_path / "audio_vae" / "config.json"
+    config = json.loads(config_path.read_text())
+    config_path.write_text(json.dumps({k: v for k, v in config.items() if k != "compression"}))
+    assert load_audio_codec(tmp_path / "audio_vae").compression == 1.0
+    config_path.write_text(json.dumps({**config, "compression": 2.0}))  # a bad value: the file is named
+    with pytest.raises(FileFormatError, match=r"config\.json.*compression"):
+        load_audio_codec(tmp_path / "audio_vae")
 
 
 def test_resampling_matches_scipy() -> None:

@@ -169,8 +169,19 @@ class AudioCodecBase(nn.Module):
             self._write_folder(temp)
         return Path(folder)
 
+    #: Settings-only codecs (no weights): the constructor arguments written to and read from
+    #: ``config.json`` by the default ``_write_folder`` / ``_read_folder``, and those an older folder
+    #: may lack (the constructor's default then applies).
+    settings: ClassVar[tuple[str, ...]] = ()
+    optional_settings: ClassVar[tuple[str, ...]] = ()
+
     def _write_folder(self, folder: Path) -> None:
-        raise NotImplementedError
+        if not self.settings:
+            raise NotImplementedError
+        values = {name: getattr(self, name) for name in self.settings}
+        atomic_write_json(
+            folder / "config.json", {"class": self.class_name, "format_version": FORMAT_VERSION, **values}
+        )
 
     @classmethod
     def from_pretrained(
@@ -189,7 +200,14 @@ class AudioCodecBase(nn.Module):
 
     @classmethod
     def _read_folder(cls, folder: Path, config: dict[str, Any]) -> AudioCodecBase:
-        raise NotImplementedError
+        if not cls.settings:
+            raise NotImplementedError
+        required = tuple(name for name in cls.settings if name not in cls.optional_settings)
+        present = {name: config[name] for name in cls.optional_settings if name in config}
+        try:
+            return cls(**require_fields(folder, config, required), **present)
+        except (TypeError, ValueError) as error:
+            raise FileFormatError(folder / "config.json", str(error)) from None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -21,16 +21,13 @@ near zero decode to nearly silent residuals instead of audible hiss.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 import torch
 from einops import rearrange
 from torch import Tensor
 
-from skyreels_v4.io import atomic_write_json
 from skyreels_v4.vae.audio_codec import AudioCodecBase, check_codec_settings
-from skyreels_v4.vae.video_codec import FORMAT_VERSION, require_fields
 
 __all__ = ["FrameAudioCodec", "dct_matrix"]
 
@@ -47,6 +44,8 @@ class FrameAudioCodec(AudioCodecBase):
     """Exactly invertible framed-DCT codec (module docstring)."""
 
     class_name = "FrameAudioCodec"
+    settings = ("sample_rate", "audio_channels", "hop_length", "latent_scale", "compression")
+    optional_settings = ("compression",)  # folders written before companding existed
 
     def __init__(
         self,
@@ -92,23 +91,3 @@ class FrameAudioCodec(AudioCodecBase):
             coefficients = coefficients.sign() * coefficients.abs().pow(1.0 / self.compression)
         frames = torch.einsum("bclk,kh->bclh", coefficients * self.latent_scale, self.dct.to(latents.device))
         return rearrange(frames, "b c l h -> b c (l h)").to(latents.dtype)
-
-    def _write_folder(self, folder: Path) -> None:
-        atomic_write_json(
-            folder / "config.json",
-            {
-                "class": self.class_name,
-                "format_version": FORMAT_VERSION,
-                "sample_rate": self.sample_rate,
-                "audio_channels": self.audio_channels,
-                "hop_length": self.hop_length,
-                "latent_scale": self.latent_scale,
-                "compression": self.compression,
-            },
-        )
-
-    @classmethod
-    def _read_folder(cls, folder: Path, config: dict[str, Any]) -> FrameAudioCodec:
-        names = ("sample_rate", "audio_channels", "hop_length", "latent_scale")
-        extra = {"compression": config["compression"]} if "compression" in config else {}
-        return cls(**require_fields(folder, config, names), **extra)

@@ -28,17 +28,12 @@ companded latents) with blips peaking near 5 and silence at 0.
 from __future__ import annotations
 
 import math
-from pathlib import Path
-from typing import Any
 
 import torch
 from einops import rearrange
 from torch import Tensor
 
-from skyreels_v4.errors import FileFormatError
-from skyreels_v4.io import atomic_write_json
 from skyreels_v4.vae.audio_codec import AudioCodecBase, check_codec_settings
-from skyreels_v4.vae.video_codec import FORMAT_VERSION, require_fields
 
 __all__ = ["SpectrogramAudioCodec", "griffin_lim"]
 
@@ -119,6 +114,16 @@ class SpectrogramAudioCodec(AudioCodecBase):
     """Companded STFT magnitudes, Griffin-Lim decode (module docstring)."""
 
     class_name = "SpectrogramAudioCodec"
+    settings = (
+        "sample_rate",
+        "audio_channels",
+        "hop_length",
+        "n_fft",
+        "latent_scale",
+        "compression",
+        "griffin_lim_iters",
+        "griffin_lim_momentum",
+    )
 
     def __init__(
         self,
@@ -203,37 +208,3 @@ class SpectrogramAudioCodec(AudioCodecBase):
             momentum=self.griffin_lim_momentum,
         )
         return rearrange(waveform, "(b c) s -> b c s", c=self.audio_channels).to(latents.dtype)
-
-    def _write_folder(self, folder: Path) -> None:
-        atomic_write_json(
-            folder / "config.json",
-            {
-                "class": self.class_name,
-                "format_version": FORMAT_VERSION,
-                "sample_rate": self.sample_rate,
-                "audio_channels": self.audio_channels,
-                "hop_length": self.hop_length,
-                "n_fft": self.n_fft,
-                "latent_scale": self.latent_scale,
-                "compression": self.compression,
-                "griffin_lim_iters": self.griffin_lim_iters,
-                "griffin_lim_momentum": self.griffin_lim_momentum,
-            },
-        )
-
-    @classmethod
-    def _read_folder(cls, folder: Path, config: dict[str, Any]) -> SpectrogramAudioCodec:
-        names = (
-            "sample_rate",
-            "audio_channels",
-            "hop_length",
-            "n_fft",
-            "latent_scale",
-            "compression",
-            "griffin_lim_iters",
-            "griffin_lim_momentum",
-        )
-        try:
-            return cls(**require_fields(folder, config, names))
-        except (TypeError, ValueError) as error:
-            raise FileFormatError(folder / "config.json", str(error)) from None
