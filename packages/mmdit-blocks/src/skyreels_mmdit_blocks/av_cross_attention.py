@@ -52,6 +52,13 @@ class AVExchangeOrder(enum.Enum):
     PARALLEL = "parallel"  # both read the states from before the exchange
 
 
+def _check_bool_keys(keys: object, name: str, shape: str) -> None:
+    """A key mask must be a 2-D bool tensor; else a ValueError naming ``name``."""
+    if not isinstance(keys, torch.Tensor) or keys.dtype != torch.bool or keys.ndim != 2:
+        got = f"{keys.dtype} {tuple(keys.shape)}" if isinstance(keys, torch.Tensor) else type(keys)
+        raise ValueError(f"{name} must be a bool tensor {shape}; got {got}")
+
+
 def key_mask_from_bool(
     keys_BL: torch.Tensor | None, *, name: str = "key_mask"
 ) -> KeyPaddingMask | DenseMask | None:
@@ -63,11 +70,7 @@ def key_mask_from_bool(
     """
     if keys_BL is None:
         return None
-    if not isinstance(keys_BL, torch.Tensor) or keys_BL.dtype != torch.bool or keys_BL.ndim != 2:
-        got = (
-            f"{keys_BL.dtype} {tuple(keys_BL.shape)}" if isinstance(keys_BL, torch.Tensor) else type(keys_BL)
-        )
-        raise ValueError(f"{name} must be a bool tensor [B, L]; got {got}")
+    _check_bool_keys(keys_BL, name, "[B, L]")
     if bool(keys_BL.all()):
         return None
     lengths = keys_BL.sum(dim=1)
@@ -107,13 +110,7 @@ def time_window_mask(
     key = key_time if key_time.ndim == 2 else key_time[None]
     local = (query[:, :, None].float() - key[:, None, :].float()).abs() <= window * (1 + 1e-6)
     if key_mask is not None:
-        if not isinstance(key_mask, torch.Tensor) or key_mask.dtype != torch.bool or key_mask.ndim != 2:
-            got = (
-                f"{key_mask.dtype} {tuple(key_mask.shape)}"
-                if isinstance(key_mask, torch.Tensor)
-                else type(key_mask)
-            )
-            raise ValueError(f"key_mask must be a bool tensor [B, Lk]; got {got}")
+        _check_bool_keys(key_mask, "key_mask", "[B, Lk]")
         if key_mask.shape[1] != local.shape[2]:
             raise ValueError(f"key_mask covers {key_mask.shape[1]} keys; key_time has {local.shape[2]}")
         local = local & key_mask[:, None, :]
