@@ -139,8 +139,17 @@ def denoising_probe(
             frames[s].append(_middle_frame(pipe, estimates[0]["video"]))
             # v2a: the same noisy audio, conditioned on the clip's video and on it reversed in time.
             x_audio = (1 - s) * x0["audio"] + s * noises[0]["audio"]
-            given = []
-            for condition in v2a_conditions:
+            # The as-is estimate comes with its gradients (one forward for both uses).
+            as_is, shares, counted, uniform = _time_locality(
+                denoiser,
+                v2a_conditions[0],
+                x_audio,
+                s,
+                num_frames=world.num_frames,
+                generator=torch.Generator().manual_seed(seed + index),
+            )
+            given = [as_is]
+            for condition in v2a_conditions[1:]:
                 _, u_audio = denoiser.raw(
                     condition.conditional_latents,
                     x_audio,
@@ -154,14 +163,6 @@ def denoising_probe(
                 (given[0] - given[2]).square().mean()
             )
             totals["v2a_energy"] = totals.get("v2a_energy", 0.0) + float(given[0].square().mean())
-            shares, counted, uniform = _time_locality(
-                denoiser,
-                v2a_conditions[0],
-                x_audio,
-                s,
-                num_frames=world.num_frames,
-                generator=torch.Generator().manual_seed(seed + index),
-            )
             totals["v2a_shares"] = totals.get("v2a_shares", 0.0) + shares
             totals["v2a_counted"] = totals.get("v2a_counted", 0.0) + counted
             totals["v2a_uniform"] = totals.get("v2a_uniform", 0.0) + uniform
@@ -218,10 +219,10 @@ def _time_locality(
     *,
     num_frames: int,
     generator: torch.Generator,
-) -> tuple[float, float, float]:
-    """(sum over audio groups of the share of the group's gradient energy on the latent frames within
-    one of its own, the number of groups with any gradient, the share an even reading gives, averaged
-    over the groups) for ``audio_video_locality``; see the module docstring."""
+) -> tuple[torch.Tensor, float, int, float]:
+    """(the v2a audio estimate ``x̂0``; the sum over audio groups of the share of each group's gradient
+    energy on the latent frames within one of its own; the number of groups with any gradient; the
+    share an even reading gives, averaged over the groups) for ``audio_video_locality``."""
     video = condition.conditional_latents.detach().clone().requires_grad_(True)
     given = dataclasses.replace(condition, conditional_latents=video)
     device = x_audio.device
@@ -254,7 +255,7 @@ def _time_locality(
                 counted += 1
         for g in present:
             uniform += (min(g + 1, num_latent - 1) - max(g - 1, 0) + 1) / num_latent / len(present)
-    return shares, counted, uniform
+    return estimate.detach(), shares, counted, uniform
 
 
 def _middle_frame(pipe: Any, video_latents: torch.Tensor) -> np.ndarray:
