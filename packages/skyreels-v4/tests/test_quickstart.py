@@ -84,6 +84,8 @@ def test_quickstart_writes_model_samples_and_report(tmp_path, capsys):
         ("--lr-decay-steps", "-5", "--lr-decay-steps"),
         ("--audio-weight", "0", "--audio-weight"),
         ("--audio-weight", "nan", "--audio-weight"),
+        ("--audio-guidance", "-1", "--audio-guidance"),
+        ("--video-guidance", "nan", "--video-guidance"),
         ("--exchange-window", "0", "--exchange-window"),
         ("--exchange-window", "nan", "--exchange-window"),
         ("--video-codec", "tiny --video-temporal-factor 2", "--video-temporal-factor"),

@@ -73,6 +73,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "skyreels_v4.training.probe",
         "a trained model's clean-estimate error at each noise level on held-out world clips",
     ),
+    "evaluate": (
+        "skyreels_v4.training.evaluate_cli",
+        "score a model folder on world prompts (other steps / guidance: no retraining)",
+    ),
     "vae-train-video": (
         "skyreels_v4.vae.train_video",
         "train the tiny video autoencoder, report held-out PSNR",

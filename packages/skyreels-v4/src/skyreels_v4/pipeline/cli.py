@@ -98,7 +98,6 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from skyreels_flow_matching import Solver
     from skyreels_v4.pipeline.memory import OffloadMode
     from skyreels_v4.pipeline.request import Task
 
@@ -136,12 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     size.add_argument("--total-frames", type=int, help="long clip: total frames (chained extension)")
     size.add_argument("--window-frames", type=int, help="long clip: frames per window")
     size.add_argument("--overlap-frames", type=int, help="long clip: context frames carried over")
-    sampling = parser.add_argument_group("sampling (default: the model folder's scheduler config)")
-    sampling.add_argument("--steps", type=int)
-    sampling.add_argument("--video-guidance", type=float)
-    sampling.add_argument("--audio-guidance", type=float)
-    sampling.add_argument("--shift", type=float)
-    sampling.add_argument("--solver", choices=[s.value for s in Solver])
+    sampling = add_sampling_arguments(parser)
     sampling.add_argument("--seed", type=int, default=0)
     run = parser.add_argument_group("device")
     run.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
@@ -151,6 +145,41 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--wav", action="store_true", help="also write the audio next to the mp4")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
+
+
+def add_sampling_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """The sampling flags (``--steps``, ``--video-guidance``, ``--audio-guidance``, ``--shift``,
+    ``--solver``), each defaulting to the model folder's scheduler config; shared by ``generate`` and
+    ``evaluate``. Returns the group, for a command's own sampling flags."""
+    from skyreels_flow_matching import Solver
+
+    sampling = parser.add_argument_group("sampling (default: the model folder's scheduler config)")
+    sampling.add_argument("--steps", type=int, help="denoising steps")
+    sampling.add_argument("--video-guidance", type=float, help="video guidance scale (1 = off)")
+    sampling.add_argument("--audio-guidance", type=float, help="audio guidance scale (1 = off)")
+    sampling.add_argument("--shift", type=float, help="sigma shift of the sampling grid")
+    sampling.add_argument("--solver", choices=[s.value for s in Solver])
+    return sampling
+
+
+def sampling_from_args(base: Any, args: argparse.Namespace) -> Any:
+    """``base`` (a ``SamplingConfig``) with the flags of ``add_sampling_arguments`` that were given.
+    A rejected value raises ``ValueError`` naming its flag (``--video-guidance: expected ...``)."""
+    from dataclasses import replace
+
+    from skyreels_flow_matching import Solver
+
+    changes = {
+        "num_steps": args.steps,
+        "video_guidance": args.video_guidance,
+        "audio_guidance": args.audio_guidance,
+        "shift": args.shift,
+        "solver": None if args.solver is None else Solver(args.solver),
+    }
+    try:
+        return replace(base, **{k: v for k, v in changes.items() if v is not None})
+    except (ValueError, TypeError) as error:
+        raise ValueError(_flagged(error)) from None
 
 
 def _read(flag: str, path: str | None, kind: str) -> Any:
@@ -301,19 +330,7 @@ def _run(
     pipe.enable_offload(args.offload, device=device)
     if on_load is not None:
         on_load(pipe)
-    changes = {
-        "num_steps": args.steps,
-        "video_guidance": args.video_guidance,
-        "audio_guidance": args.audio_guidance,
-        "shift": args.shift,
-    }
-    from dataclasses import replace
-
-    from skyreels_flow_matching import Solver
-
-    sampling = replace(pipe.sampling, **{k: v for k, v in changes.items() if v is not None})
-    if args.solver is not None:
-        sampling = replace(sampling, solver=Solver(args.solver))
+    sampling = sampling_from_args(pipe.sampling, args)
     request = _request(args)
     if args.total_frames is not None:
         clip = pipe.generate_long(
