@@ -5,13 +5,13 @@ length (13 tokens over 2 ranks): the SP=2 forward equals the one-process forward
 gradients summed over the group and divided by 2 (every rank computes the loss on the replicated
 output) equal the one-process gradients; the same with a reference token masked as a key in one
 sample (the dense-mask path); and one training step under parallelize() with FSDP2 over the sp
-dimension and activation checkpointing. Tolerance: 1e-5 relative to the largest entry (fp32).
+dimension and activation checkpointing; and the time-local exchange (``exchange_window``), with and
+without video and audio key masks. Tolerance: 1e-5 relative to the largest entry (fp32).
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
 import os
 import tempfile
 
@@ -45,6 +45,25 @@ def make_inputs(config, *, key_mask: bool) -> dict:
     return inputs
 
 
+#: The time-local eq. 5 cases: (exchange window in latent frames, video key mask, audio key mask). The
+#: tiny clip has 3 latent frames, so a window of 0.5 leaves each audio token one of them to read.
+WINDOW_CASES = {"window": (0.5, False, False), "window_masked": (0.5, True, True)}
+
+
+def _window_case(rank: int, world: int, window: float, key_mask: bool, audio_mask: bool) -> dict:
+    reference = scale_fixtures.make_model(exchange_window=window)
+    inputs = make_inputs(reference.config, key_mask=key_mask)
+    if audio_mask:
+        audio_keys = torch.ones(2, 14, dtype=torch.bool)
+        audio_keys[1, 5] = False  # one generated audio token in sample 1 may not be read
+        inputs["audio_key_mask"] = audio_keys
+    result = _sp_case(rank, world, key_mask=key_mask, reference=reference, inputs=inputs)
+    with torch.no_grad():  # the window must matter here, or the parity above could not fail
+        global_exchange = scale_fixtures.make_model()
+        result["window_effect"] = _relative(global_exchange(**inputs).audio, reference(**inputs).audio)
+    return result
+
+
 def loss_of(out) -> torch.Tensor:
     g = torch.Generator().manual_seed(2)
     target_v, target_a = torch.randn(out.video.shape, generator=g), torch.randn(out.audio.shape, generator=g)
@@ -55,10 +74,10 @@ def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item()
 
 
-def _sp_case(rank: int, world: int, key_mask: bool) -> dict:
-    reference = scale_fixtures.make_model()
+def _sp_case(rank: int, world: int, key_mask: bool, reference=None, inputs=None) -> dict:
+    reference = scale_fixtures.make_model() if reference is None else reference
     model = apply_sequence_parallel(copy.deepcopy(reference), dist.group.WORLD)
-    inputs = make_inputs(reference.config, key_mask=key_mask)
+    inputs = make_inputs(reference.config, key_mask=key_mask) if inputs is None else inputs
     ref_out = reference(**inputs)
     loss_of(ref_out).backward()
     out = model(**inputs)
@@ -104,6 +123,7 @@ def _worker(rank: int, world: int, init_file: str, result_dir: str) -> None:
             "prefix": _sp_case(rank, world, key_mask=False),
             "dense": _sp_case(rank, world, key_mask=True),
             "fsdp": _fsdp_sp_case(rank, world),
+            **{name: _window_case(rank, world, *case) for name, case in WINDOW_CASES.items()},
         }
         if rank == 0:
             torch.save(results, os.path.join(result_dir, "result.pt"))
@@ -118,13 +138,15 @@ def two_rank_results() -> dict:
         return torch.load(os.path.join(folder, "result.pt"), weights_only=True)
 
 
-@pytest.mark.parametrize("case", ["prefix", "dense"])
+@pytest.mark.parametrize("case", ["prefix", "dense", *WINDOW_CASES])
 def test_sp2_forward_and_gradients_match_one_process(two_rank_results, case):
     r = two_rank_results[case]
     assert r["shape"]
     assert r["video"] < 1e-5
     assert r["audio"] < 1e-5
     assert r["grad"] < 1e-5
+    if case in WINDOW_CASES:
+        assert r["window_effect"] > 1e-3
 
 
 def test_sp2_under_fsdp_with_checkpointing_matches_one_process(two_rank_results):
@@ -139,13 +161,10 @@ def test_bad_arguments():
         apply_sequence_parallel(torch.nn.Linear(2, 2), None)  # type: ignore[arg-type]
     with pytest.raises(RuntimeError, match=r"torch\.distributed"):
         apply_sequence_parallel(model, None)  # type: ignore[arg-type]
-    windowed = type(model)(dataclasses.replace(model.config, exchange_window=1.0))
-    with pytest.raises(ValueError, match=r"time-local exchange \(exchange_window\) has no sequence-parallel"):
-        apply_sequence_parallel(windowed, None)  # type: ignore[arg-type]
     with pytest.raises(RuntimeError, match="apply_sequence_parallel"):
         sequence_parallel_forward(model, torch.zeros(1), torch.zeros(1), timestep=None, text_tokens=None)
     kernel = UlyssesJointAttention(None, model.video.blocks[0].attention)  # type: ignore[arg-type]
     q = torch.zeros(1, 3, 4, 16)
     with pytest.raises(RuntimeError, match="ShardedKeys"):
         kernel(q, q, q, mask=None)
-    assert ShardedKeys(3, 3, None).text_lengths is None
+    assert ShardedKeys(3, 3, None).text_lengths is None and ShardedKeys(3, 3, None).dense is None

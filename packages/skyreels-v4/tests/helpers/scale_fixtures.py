@@ -5,15 +5,17 @@ worker processes import it too.
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from skyreels_mmdit_blocks import JointAudioVideoTransformer, joint_preset
 
 
-def make_model() -> JointAudioVideoTransformer:
-    """The seeded tiny preset with every zero-initialised tensor redrawn."""
+def make_model(**config_changes: object) -> JointAudioVideoTransformer:
+    """The seeded tiny preset (with ``config_changes``) with every zero-initialised tensor redrawn."""
     torch.manual_seed(0)
-    model = JointAudioVideoTransformer(joint_preset("tiny"))
+    model = JointAudioVideoTransformer(dataclasses.replace(joint_preset("tiny"), **config_changes))
     with torch.no_grad():  # zero-initialised exchanges / cross-attentions would hide errors in eq. 4-5
         for p in model.parameters():
             if not p.any():

@@ -27,7 +27,10 @@ the group and divide by its size.
 
 Masks: text padding is the replicated tokens' key-padding mask; the shard padding and any reference
 tokens masked by ``video_key_mask`` are folded into one key-length when the valid keys form a prefix
-(every backend runs it), else a dense key mask over the gathered sequence (``attention_fn``).
+(every backend runs it), else a dense key mask over the gathered sequence (``attention_fn``). The
+time-local eq. 5 (``exchange_window``) builds its window masks from the global token times, as the
+single-device model does, and lays them out like the sharded tokens: the audio queries get a dense mask
+over the gathered video keys, each rank's video queries the rows of its own tokens.
 Modulation vectors are per sample, so they need no change.
 
 Shape legend: B batch, R reference tokens, L generated video tokens, N = R + L, P group size,
@@ -58,6 +61,7 @@ from skyreels_mmdit_blocks import (
     JointAudioVideoTransformer,
     JointOutput,
     key_mask_from_bool,
+    time_window_mask,
     unpatchify_video,
 )
 from skyreels_mmdit_blocks.block_context import BlockContext, Rotary
@@ -80,21 +84,26 @@ class ShardedKeys:
     valid_len: global count of valid sharded keys when they are a prefix of the sharded order.
     valid: bool ``[B, Lp]`` validity of the sharded keys (global order) when they are not a prefix.
     text_lengths: ``[B]`` valid replicated (text) keys; None = all of them (joint self-attention only).
+    dense: bool ``[B or 1, 1, Lq, Lp]``: which sharded keys each (replicated) query may read, for eq. 5's
+        time-local form (``exchange_window``); it replaces ``valid_len`` / ``valid`` (cross-attention only).
     """
 
     local_len: int
     valid_len: int | None
     valid: Tensor | None
     text_lengths: Tensor | None = None
+    dense: Tensor | None = None
 
 
 def _dense_attention(
     q: Tensor, k: Tensor, v: Tensor, *, mask: object, scale: float | None, keys: Tensor, backend: str | None
 ) -> Tensor:
-    """Local attention for ``ulysses_*`` with an explicit bool key mask ``keys [B, Lk]`` over the keys in
-    the order ulysses builds them when ``global_seq_len`` is None: ``[gathered sharded ; replicated]``."""
+    """Local attention for ``ulysses_*`` with an explicit bool mask over the keys in the order ulysses
+    builds them when ``global_seq_len`` is None, ``[gathered sharded ; replicated]``: ``keys`` is
+    ``[B, Lk]`` (per key) or ``[B or 1, 1, Lq, Lk]`` (per query and key)."""
     del mask  # ulysses passes None here: global_seq_len is None and no replicated_mask is given
-    return attention(q, k, v, mask=DenseMask(keys[:, None, None, :]), scale=scale, backend=backend)
+    dense = keys if keys.ndim == 4 else keys[:, None, None, :]
+    return attention(q, k, v, mask=DenseMask(dense), scale=scale, backend=backend)
 
 
 class UlyssesJointAttention(nn.Module):
@@ -164,6 +173,9 @@ class UlyssesVideoKeysAttention(nn.Module):
                 f"got {type(mask).__name__}"
             )
         backend = self.inner.config.backend
+        if mask.dense is not None:
+            fn = partial(_dense_attention, keys=mask.dense, backend=backend)
+            return ulysses_cross_attention(q, k, v, group=self.group, scale=scale, attention_fn=fn)
         if mask.valid is None:
             return ulysses_cross_attention(
                 q, k, v, group=self.group, global_seq_len=mask.valid_len, scale=scale, backend=backend
@@ -187,11 +199,6 @@ def apply_sequence_parallel(
     """
     if not isinstance(model, JointAudioVideoTransformer):
         raise TypeError(f"model must be a JointAudioVideoTransformer; got {type(model).__name__}")
-    if model.config.exchange_window is not None:
-        raise ValueError(
-            "model: the time-local exchange (exchange_window) has no sequence-parallel form yet; use "
-            "exchange_window=None or sp=1"
-        )
     if not dist.is_available() or not dist.is_initialized():
         raise RuntimeError(
             "apply_sequence_parallel needs torch.distributed initialised (torchrun / Lightning)"
@@ -329,6 +336,16 @@ def sequence_parallel_forward(
         exchange_keys = ShardedKeys(local_len, generated, None)
     else:
         exchange_keys = ShardedKeys(local_len, *_valid_keys(keys[:, :generated], padded))
+    if cfg.exchange_window is not None:
+        exchange_keys, audio_exchange_keys = _time_window_masks(
+            video.positions[..., rv:, 0],
+            audio.positions[..., ra:, 0],
+            window=float(cfg.exchange_window),
+            video_keys=None if keys is None else keys[:, :generated],
+            audio_keys=None if audio_key_mask is None else audio_key_mask[:, ra:],
+            padded=padded,
+            group=group,
+        )
     video_time_rope = Rotary(
         *(
             _shard_rows(nn.functional.pad(t, (0, 0, 0, rv)), group)  # zero rows for the references
@@ -365,6 +382,31 @@ def sequence_parallel_forward(
     return JointOutput(
         unpatchify_video(features, video.grid, cfg.video.patch_size), self.audio.finish(a_latent, audio)
     )
+
+
+def _time_window_masks(
+    video_time: Tensor,
+    audio_time: Tensor,
+    *,
+    window: float,
+    video_keys: Tensor | None,
+    audio_keys: Tensor | None,
+    padded: int,
+    group: dist.ProcessGroup,
+) -> tuple[ShardedKeys, DenseMask]:
+    """Eq. 5's time-local masks on the shard: the single-device ``time_window_mask`` pair built from the
+    global times, then laid out as the sharded tokens are (generated first, references and padding
+    after). Audio queries (replicated) read the gathered video keys: a ``ShardedKeys`` with a dense
+    ``[B|1, 1, La, Lp]`` mask, False past the generated keys. Video queries of this shard read the
+    replicated audio: the rows ``[B|1, 1, Ls, La]`` of this rank's tokens; rows of reference and padding
+    tokens may read every audio key (their eq. 5 output is discarded)."""
+    generated = video_time.shape[-1]
+    audio_reads = time_window_mask(audio_time, video_time, window=window, key_mask=video_keys).mask
+    audio_reads = nn.functional.pad(audio_reads, (0, padded - generated), value=False)
+    video_reads = time_window_mask(video_time, audio_time, window=window, key_mask=audio_keys).mask
+    video_reads = nn.functional.pad(video_reads, (0, 0, 0, padded - generated), value=True)
+    local_rows = shard_sequence(video_reads, group=group, dim=2)
+    return ShardedKeys(local_rows.shape[2], None, None, dense=audio_reads), DenseMask(local_rows)
 
 
 @dataclass(frozen=True, eq=False)
