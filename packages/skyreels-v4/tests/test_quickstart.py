@@ -187,3 +187,15 @@ def test_a_task_mixture_is_the_same_run_however_it_is_spelled(tmp_path):
     quickstart._check_same_run(settings("v2a=0.50, t2av=0.5"), tmp_path)  # no error: the same mixture
     with pytest.raises(SkyReelsError, match=r"task_weights 't2av=0\.5,v2a=0\.5' -> 't2av=0\.6,v2a=0\.4'"):
         quickstart._check_same_run(settings("t2av=0.6,v2a=0.4"), tmp_path)
+
+
+def test_guidance_defaults_come_from_the_preset_and_flags_override_them():
+    def resolved(*argv: str) -> tuple[float, float]:
+        settings = quickstart._parser().parse_args(list(argv), namespace=quickstart.QuickstartSettings())
+        settings = quickstart._apply_preset(settings)
+        return settings.video_guidance, settings.audio_guidance
+
+    assert resolved() == (3.0, 3.0)
+    assert resolved("--preset", "evidence") == (3.0, 6.0)
+    assert resolved("--preset", "evidence", "--audio-guidance", "3") == (3.0, 3.0)
+    assert resolved("--video-guidance", "1.5") == (1.5, 3.0)
