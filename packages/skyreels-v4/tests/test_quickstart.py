@@ -87,6 +87,8 @@ def test_quickstart_writes_model_samples_and_report(tmp_path, capsys):
         ("--audio-guidance", "-1", "--audio-guidance"),
         ("--video-guidance", "nan", "--video-guidance"),
         ("--exchange-window", "0", "--exchange-window"),
+        ("--frame-position", "17", "--frame-position"),
+        ("--frame-position", "-1", "--frame-position"),
         ("--exchange-window", "nan", "--exchange-window"),
         ("--video-codec", "tiny --video-temporal-factor 2", "--video-temporal-factor"),
         ("--task-weights", "t2av", "--task-weights"),
@@ -148,7 +150,7 @@ def test_images_and_switches_reach_the_cache_the_module_and_the_identity(tmp_pat
     out = tmp_path / "qs"
     flags = ["--train-images", "4", "--prediction", "x0_skip", "--train-shift", "3", "--pooled-text", "0"]
     flags += ["--video-patch", "2", "--lr-decay-steps", "7", "--audio-codec", "dct", "--audio-weight", "2.5"]
-    flags += ["--exchange-window", "1.5", "--video-temporal-factor", "2"]
+    flags += ["--exchange-window", "1.5", "--video-temporal-factor", "2", "--frame-position", "3"]
     assert quickstart.main(["--out", str(out), *ARGS, *flags]) == 0
     cache = LatentCache(out / "cache_train")
     frames = sorted({int(cache[i]["video_latents"].shape[1]) for i in range(len(cache))})
@@ -168,7 +170,10 @@ def test_images_and_switches_reach_the_cache_the_module_and_the_identity(tmp_pat
     assert (saved["audio_codec"], saved["audio_weight"], saved["exchange_window"]) == ("dct", 2.5, 1.5)
     title = (out / "report.md").read_text().splitlines()[0]
     assert "exchange within 1.5 latent frames" in title and "video temporal factor 2" in title
-    assert saved["video_temporal_factor"] == 2
+    assert "frame position (3 frequencies)" in title
+    assert saved["video_temporal_factor"] == 2 and saved["frame_position"] == 3
+    assert transformer.config.video.frame_position_frequencies == 3
+    assert transformer.config.audio.frame_position_frequencies == 0
     assert quickstart.main(["--out", str(out), *ARGS, "--train-images", "8"]) == 2  # another run: refused
 
 
@@ -199,3 +204,20 @@ def test_guidance_defaults_come_from_the_preset_and_flags_override_them():
     assert resolved("--preset", "evidence") == (3.0, 6.0)
     assert resolved("--preset", "evidence", "--audio-guidance", "3") == (3.0, 3.0)
     assert resolved("--video-guidance", "1.5") == (1.5, 3.0)
+
+
+def test_a_settings_file_from_before_a_switch_existed_resumes_with_its_old_behaviour(tmp_path):
+    """A key missing from a saved settings file means the behaviour before the key existed (e.g. no
+    frame position): such a run resumes with the switch off and is refused with it on."""
+    parser = quickstart._parser()
+
+    def settings(*flags):
+        parsed = parser.parse_args(["--out", str(tmp_path), *flags], quickstart.QuickstartSettings())
+        return quickstart._apply_preset(parsed)
+
+    saved = quickstart._identity(settings())
+    del saved["frame_position"]
+    (tmp_path / quickstart.SETTINGS_FILE).write_text(json.dumps(saved))
+    quickstart._check_same_run(settings(), tmp_path)  # no error
+    with pytest.raises(SkyReelsError, match=r"frame_position 0 -> 4"):
+        quickstart._check_same_run(settings("--frame-position", "4"), tmp_path)

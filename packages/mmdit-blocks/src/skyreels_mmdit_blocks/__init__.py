@@ -22,6 +22,7 @@ from skyreels_mmdit_blocks.condition_embed import (
 from skyreels_mmdit_blocks.dual_stream import DualStreamBlock
 from skyreels_mmdit_blocks.feed_forward import Activation, FeedForward, mlp_hidden_dim
 from skyreels_mmdit_blocks.final_layer import FinalLayer
+from skyreels_mmdit_blocks.frame_position import FramePositionEmbedding, frame_position_features
 from skyreels_mmdit_blocks.hunyuan_checkpoint import (
     ImportReport,
     WeightImportError,
@@ -78,6 +79,7 @@ __all__ = [
     "EmbeddingMLP",
     "FeedForward",
     "FinalLayer",
+    "FramePositionEmbedding",
     "HeadRMSNorm",
     "ImportReport",
     "JointAudioVideoTransformer",
@@ -104,6 +106,7 @@ __all__ = [
     "count_parameters",
     "detect_checkpoint_format",
     "export_hunyuan_state_dict",
+    "frame_position_features",
     "hunyuan_name_rules",
     "infer_hunyuan_branch_config",
     "is_zero_linear",

@@ -32,6 +32,7 @@ from skyreels_mmdit_blocks.branch_config import MMDiTBranchConfig, Modality, Tex
 from skyreels_mmdit_blocks.condition_embed import ConditionEmbedding, check_batch_vector
 from skyreels_mmdit_blocks.dual_stream import DualStreamBlock
 from skyreels_mmdit_blocks.final_layer import FinalLayer
+from skyreels_mmdit_blocks.frame_position import FramePositionEmbedding
 from skyreels_mmdit_blocks.patch_embed import (
     AudioPatchEmbed,
     VideoGrid,
@@ -110,6 +111,9 @@ class MMDiTBranch(nn.Module):
             for i in range(c.num_single_blocks)
         )
         self.final_layer = FinalLayer(dim=c.dim, out_features=c.patch_features)
+        if c.frame_position_frequencies:
+            frequencies = c.frame_position_frequencies
+            self.frame_position = FramePositionEmbedding(dim=c.dim, num_frequencies=frequencies)
         self.rope = RotaryEmbedding(c.rope)
         self.checkpointed_blocks: frozenset[int] = frozenset()
 
@@ -167,6 +171,8 @@ class MMDiTBranch(nn.Module):
         ):
             check_finite(value, f"{c.modality.value} branch: {label}")
         tokens, grid = self.patch_embed(latents, name=name)
+        if c.frame_position_frequencies:  # where each token sits in its frame (beyond the paper)
+            tokens = tokens + self.frame_position(grid)
         batch = latents.shape[0]
         check_batch_vector(timestep, batch, "timestep")
 
@@ -177,6 +183,8 @@ class MMDiTBranch(nn.Module):
                     f"reference_latents must have batch {batch} like {name}; got {reference_latents.shape[0]}"
                 )
             reference_tokens, reference_grid = self.patch_embed(reference_latents, name="reference_latents")
+            if c.frame_position_frequencies:
+                reference_tokens = reference_tokens + self.frame_position(reference_grid)
             tokens = torch.cat([reference_tokens, tokens], dim=1)
         num_reference = 0 if reference_tokens is None else reference_tokens.shape[1]
 

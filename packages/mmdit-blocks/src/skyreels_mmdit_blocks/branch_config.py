@@ -53,6 +53,10 @@ class MMDiTBranchConfig:
         text_cross_attention_blocks: indices (0 .. M+N-1, dual blocks first) of the blocks that get
             eq. 4's zero-initialised text cross-attention.
         attention: skyreels-attention backend for every attention in the branch.
+        frame_position_frequencies: 0 (the paper): positions through RoPE only. K > 0 (video only,
+            beyond the paper): every grid token also gets a zero-initialised projection of K sine /
+            cosine frequencies of its row and column in the frame (``FramePositionEmbedding``), so it
+            knows where the frame's edges are.
     """
 
     modality: Modality
@@ -72,6 +76,7 @@ class MMDiTBranchConfig:
     num_refiner_blocks: int = 2
     text_cross_attention_blocks: tuple[int, ...] = ()
     attention: AttentionConfig = field(default_factory=AttentionConfig)
+    frame_position_frequencies: int = 0
 
     def __post_init__(self) -> None:
         if not isinstance(self.modality, Modality):
@@ -126,6 +131,13 @@ class MMDiTBranchConfig:
             )
         if len(set(blocks)) != len(blocks):
             raise ValueError(f"text_cross_attention_blocks has duplicates: {blocks!r}")
+        k = self.frame_position_frequencies
+        if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= 16:
+            raise ValueError(f"frame_position_frequencies must be an int in [0, 16]; got {k!r}")
+        if k and self.modality is not Modality.VIDEO:
+            raise ValueError(
+                f"frame_position_frequencies: only the video branch has frames; got audio with {k}"
+            )
 
     @property
     def head_dim(self) -> int:

@@ -98,7 +98,9 @@ def build_transformer_config(
 
     ``overrides`` may change ``dim``, ``num_heads``, block counts, ``mlp_ratio``, ``num_refiner_blocks``,
     ``pooled_text_dim`` (both branches; ``None`` for a cache without pooled text), ``video_rope_axes``
-    (the video RoPE split; it must sum to the head dim) and ``video_patch_size`` (``[t, h, w]``).
+    (the video RoPE split; it must sum to the head dim), ``video_patch_size`` (``[t, h, w]``) and
+    ``video_frame_position`` (K sine / cosine frequencies of each video token's place in its frame,
+    ``MMDiTBranchConfig.frame_position_frequencies``; 0 = none, the paper).
     """
     from skyreels_av_rope import RotaryConfig
 
@@ -108,11 +110,12 @@ def build_transformer_config(
     overrides = dict(overrides or {})
     rope_axes = overrides.pop("video_rope_axes", None)
     video_patch = overrides.pop("video_patch_size", None)
+    frame_position = overrides.pop("video_frame_position", None)
     unknown = sorted(set(overrides) - set(_BRANCH_FIELDS))
     if unknown:
+        video_only = ["video_rope_axes", "video_patch_size", "video_frame_position"]
         raise SkyReelsError(
-            f"model_overrides: unknown keys {unknown}; "
-            f"expected some of {[*_BRANCH_FIELDS, 'video_rope_axes', 'video_patch_size']}"
+            f"model_overrides: unknown keys {unknown}; expected some of {[*_BRANCH_FIELDS, *video_only]}"
         )
     try:
         alignment = AudioTimeAlignment(audio_alignment)
@@ -136,6 +139,8 @@ def build_transformer_config(
         video_changes = dict(changes)
         if video_patch is not None:
             video_changes["patch_size"] = tuple(int(p) for p in video_patch)
+        if frame_position is not None:
+            video_changes["frame_position_frequencies"] = frame_position
         video = dataclasses.replace(video, **video_changes)
         audio_changes = {k: v for k, v in changes.items() if k not in ("text_cross_attention_blocks", "rope")}
         audio = dataclasses.replace(

@@ -112,6 +112,7 @@ class QuickstartSettings(argparse.Namespace):
     audio_alignment: str
     exchange_order: str
     exchange_window: float | None
+    frame_position: int
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -248,6 +249,15 @@ def _parser() -> argparse.ArgumentParser:
         help="time-local eq. 5: each audio token reads only the video latent frames within W of its own "
         "time, and back (docs/decisions/0013-time-local-exchange.md) (default: the whole clip)",
     )
+    ablations.add_argument(
+        "--frame-position",
+        type=int,
+        default=0,
+        metavar="K",
+        help="give every video token K sine / cosine frequencies of its row and column in the frame "
+        "(zero-initialised; RoPE alone is relative, so nothing else tells a token where the frame's edges "
+        "are; docs/decisions/0014-frame-position.md) (default: 0, none, as the paper)",
+    )
     return parser
 
 
@@ -325,6 +335,8 @@ def _check(settings: QuickstartSettings) -> None:
     if window is not None:
         ok = 0 < window <= 1000 and math.isfinite(window)
         checks += (("--exchange-window", window, ok, "in (0, 1000]"),)
+    frame_position = getattr(settings, "frame_position", 0)
+    checks += (("--frame-position", frame_position, 0 <= frame_position <= 16, "in [0, 16]"),)
     for name, value, ok, expected in checks:
         if not ok:
             raise SkyReelsError(f"{name}: expected {expected}, got {value!r}")
@@ -472,6 +484,7 @@ def run_quickstart(settings: QuickstartSettings) -> dict:
             "video_rope_axes": [8, 12, 12],
             "pooled_text_dim": pooled,
             "video_patch_size": [1, patch, patch],
+            "video_frame_position": int(identity["frame_position"]),
         },
         prediction=settings.prediction,
         tasks=task_weights(str(identity["task_weights"])),
@@ -587,28 +600,34 @@ _IDENTITY = (
     "audio_alignment",
     "exchange_order",
     "exchange_window",
+    "frame_position",
 )
 SETTINGS_FILE = "quickstart_settings.json"
 
 
+#: An identity key's value for a settings object (or a saved settings file) from before the key existed:
+#: the behaviour of the quickstart at that time.
+_IDENTITY_DEFAULTS: dict[str, object] = {
+    "no_av_cross_attention": False,
+    "audio_alignment": "ratio",
+    "exchange_order": "sequential",
+    "exchange_window": None,
+    "frame_position": 0,
+    "prediction": "x0",
+    "train_shift": 1.0,
+    "train_images": 0,
+    "pooled_text": 0,
+    "video_patch": 2,
+    "lr_decay_steps": 0,
+    "audio_codec": "dct",
+    "video_temporal_factor": 4,
+    "audio_weight": 1.0,
+    "task_weights": DEFAULT_TASKS,
+}
+
+
 def _identity(settings: QuickstartSettings) -> dict[str, object]:
-    defaults = {
-        "no_av_cross_attention": False,
-        "audio_alignment": "ratio",
-        "exchange_order": "sequential",
-        "exchange_window": None,
-        "prediction": "x0",
-        "train_shift": 1.0,
-        "train_images": 0,
-        "pooled_text": 0,
-        "video_patch": 2,
-        "lr_decay_steps": 0,
-        "audio_codec": "dct",
-        "video_temporal_factor": 4,
-        "audio_weight": 1.0,
-        "task_weights": DEFAULT_TASKS,
-    }
-    return {key: getattr(settings, key, defaults.get(key)) for key in _IDENTITY}
+    return {key: getattr(settings, key, _IDENTITY_DEFAULTS.get(key)) for key in _IDENTITY}
 
 
 def _check_same_run(settings: QuickstartSettings, root: Path) -> None:
@@ -625,9 +644,9 @@ def _check_same_run(settings: QuickstartSettings, root: Path) -> None:
         raise SkyReelsError(f"{path}: unreadable quickstart settings ({error}); remove the folder") from None
     current = _identity(settings)
     changed = [
-        f"{key} {saved.get(key)!r} -> {value!r}"
+        f"{key} {saved.get(key, _IDENTITY_DEFAULTS.get(key))!r} -> {value!r}"
         for key, value in current.items()
-        if not _same_setting(key, saved.get(key), value)
+        if not _same_setting(key, saved.get(key, _IDENTITY_DEFAULTS.get(key)), value)
     ]
     if changed:
         raise SkyReelsError(
@@ -659,6 +678,8 @@ def _ablation_label(settings: QuickstartSettings) -> str:
         parts.append(f"video temporal factor {settings.video_temporal_factor}")
     if getattr(settings, "exchange_window", None) is not None:
         parts.append(f"exchange within {settings.exchange_window:g} latent frames")
+    if getattr(settings, "frame_position", 0):
+        parts.append(f"frame position ({settings.frame_position} frequencies)")
     return ", ".join(parts)
 
 
