@@ -13,21 +13,14 @@ import pytest
 
 from skyreels_v4.cli import main as toolkit_main
 from skyreels_v4.pipeline import SkyReelsV4Pipeline
-from skyreels_v4.training.evaluate import EVALUATION_SEED_OFFSET, evaluate_splits
+from skyreels_v4.training.evaluate import EVALUATION_SEED_OFFSET, evaluate_splits, world_for_pipeline
 from skyreels_v4.training.evaluate_cli import main
-from skyreels_v4.world import WorldConfig
 
 
 def _sound(path: Path) -> np.ndarray:
     """The decoded AAC track of an mp4 (the file's bytes also hold its creation time)."""
     with av.open(str(path)) as container:
         return np.concatenate([f.to_ndarray() for f in container.decode(container.streams.audio[0])], axis=-1)
-
-
-def _world(pipe: SkyReelsV4Pipeline) -> WorldConfig:
-    d = pipe.defaults
-    rate = pipe.audio_vae.sample_rate
-    return WorldConfig(size=d.height, num_frames=d.num_frames, fps=d.fps, sample_rate=rate, max_objects=2)
 
 
 def test_the_command_equals_evaluate_splits_with_its_seed_and_sampling(tiny_folder, tmp_path, one_thread):
@@ -49,7 +42,7 @@ def test_the_command_equals_evaluate_splits_with_its_seed_and_sampling(tiny_fold
     sampling = replace(pipe.sampling, audio_guidance=5.0, num_steps=1)
     direct = evaluate_splits(
         pipe,
-        world=_world(pipe),
+        world=world_for_pipeline(pipe),
         out_dir=tmp_path / "direct",
         num_clips=2,
         seed=3 + EVALUATION_SEED_OFFSET,
@@ -67,7 +60,7 @@ def test_the_command_equals_evaluate_splits_with_its_seed_and_sampling(tiny_fold
     # The folder's own sampling (2 steps, audio guidance 2) generates another sound from the same seed.
     other = evaluate_splits(
         pipe,
-        world=_world(pipe),
+        world=world_for_pipeline(pipe),
         out_dir=tmp_path / "other",
         num_clips=2,
         seed=3 + EVALUATION_SEED_OFFSET,
@@ -120,9 +113,21 @@ def test_a_missing_or_broken_model_folder_is_named(tmp_path, capsys):
 
 
 def test_evaluate_splits_rejects_unknown_splits_and_tasks(tiny_pipe, tmp_path):
-    world = _world(tiny_pipe)
+    world = world_for_pipeline(tiny_pipe)
     with pytest.raises(ValueError, match="splits"):
         evaluate_splits(tiny_pipe, world=world, out_dir=tmp_path, num_clips=2, seed=0, splits=("val",))
     with pytest.raises(ValueError, match="tasks"):
         evaluate_splits(tiny_pipe, world=world, out_dir=tmp_path, num_clips=2, seed=0, tasks=("t2v",))
     assert not any(tmp_path.iterdir())
+
+
+def test_world_for_pipeline_follows_the_folder_and_needs_an_audio_vae(tiny_folder):
+    pipe = SkyReelsV4Pipeline.from_pretrained(tiny_folder)
+    world = world_for_pipeline(pipe, max_objects=1)
+    d = pipe.defaults
+    assert (world.size, world.num_frames, world.fps) == (d.height, d.num_frames, d.fps)
+    assert world.sample_rate == pipe.audio_vae.sample_rate and world.max_objects == 1
+    assert world_for_pipeline(pipe, size=48, frames=13).size == 48
+    pipe.audio_vae = None
+    with pytest.raises(ValueError, match="--model here: expected a model with an audio VAE"):
+        world_for_pipeline(pipe, name="--model here")

@@ -48,6 +48,7 @@ __all__ = [
     "json_ready",
     "plot_loss_curves",
     "splits_report",
+    "world_for_pipeline",
     "write_generation_montage",
 ]
 
@@ -132,6 +133,29 @@ def evaluate_generation(
         root / "montage.png", items[: min(4, num_clips)], {k: v[:4] for k, v in generated.items()}, world
     )
     return results
+
+
+def world_for_pipeline(
+    pipeline: Any,
+    *,
+    max_objects: int = 2,
+    size: int | None = None,
+    frames: int | None = None,
+    name: str = "pipeline",
+) -> WorldConfig:
+    """The procedural world at a model folder's default clip size, frame count and rate and its audio
+    codec's sample rate (what the quickstart trained it on); ``size`` / ``frames`` override the folder's.
+    ``name`` is what an error calls the pipeline (e.g. ``--model``)."""
+    if pipeline.audio_vae is None:
+        raise ValueError(f"{name}: expected a model with an audio VAE (the world's clips have sound)")
+    defaults = pipeline.defaults
+    return WorldConfig(
+        size=size or defaults.height,
+        num_frames=frames or defaults.num_frames,
+        fps=defaults.fps,
+        sample_rate=pipeline.audio_vae.sample_rate,
+        max_objects=max_objects,
+    )
 
 
 #: Where generation is scored: new clips of colour-shape pairs seen in training, and clips with a pair

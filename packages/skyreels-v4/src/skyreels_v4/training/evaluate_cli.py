@@ -59,8 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         evaluate_splits,
         json_ready,
         splits_report,
+        world_for_pipeline,
     )
-    from skyreels_v4.world import WorldConfig
 
     parser = argparse.ArgumentParser(
         prog="skyreels-v4 evaluate",
@@ -105,17 +105,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         pipe = SkyReelsV4Pipeline.from_pretrained(model)
     except FileFormatError as error:
         raise ValueError(f"--model: {error}") from None
-    if pipe.audio_vae is None:
-        raise ValueError(f"--model: expected a folder with an audio VAE (the scores need sound), got {model}")
+    world = world_for_pipeline(pipe, max_objects=args.max_objects, name=f"--model {model}")
     sampling = sampling_from_args(pipe.sampling, args)
-    defaults = pipe.defaults
-    world = WorldConfig(
-        size=defaults.height,
-        num_frames=defaults.num_frames,
-        fps=defaults.fps,
-        sample_rate=pipe.audio_vae.sample_rate,
-        max_objects=args.max_objects,
-    )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results = evaluate_splits(

@@ -295,6 +295,7 @@ def _sigma_list(text: str) -> list[float]:
 def main(argv: Sequence[str] | None = None) -> int:
     from skyreels_v4.cli import positive_int
     from skyreels_v4.pipeline import SkyReelsV4Pipeline
+    from skyreels_v4.training.evaluate import world_for_pipeline
 
     parser = argparse.ArgumentParser(
         prog="skyreels-v4 probe",
@@ -313,13 +314,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="world and noise seed (default: %(default)s)")
     args = parser.parse_args(argv)
     pipe = SkyReelsV4Pipeline.from_pretrained(args.model)
-    defaults = pipe.defaults
-    world = WorldConfig(
-        size=args.size or defaults.height,
-        num_frames=args.frames or defaults.num_frames,
-        fps=defaults.fps,
-        sample_rate=pipe.audio_vae.sample_rate,
-        max_objects=args.max_objects,
+    world = world_for_pipeline(
+        pipe, max_objects=args.max_objects, size=args.size, frames=args.frames, name=f"--model {args.model}"
     )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
