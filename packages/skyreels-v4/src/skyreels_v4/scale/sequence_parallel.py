@@ -302,10 +302,6 @@ def sequence_parallel_forward(
     video_time_rope, audio_time_rope = cross_modal_time_rope(
         video.positions[..., rv:, :], audio.positions[..., ra:, :], rope=self.exchange_rope
     )
-    audio_exchange_keys = (
-        None if audio_key_mask is None else key_mask_from_bool(audio_key_mask[:, ra:], name="audio_key_mask")
-    )
-
     # Video tokens in the sharded order [generated ; references], then this rank's shard.
     num_tokens = video.latent.shape[1]
     size = dist.get_world_size(group)
@@ -332,11 +328,16 @@ def sequence_parallel_forward(
         ),
     )
     # Eq. 5 reads generated video tokens only: the references (and the padding) are never its keys.
-    if keys is None or bool(keys[:, :generated].all()):
-        exchange_keys = ShardedKeys(local_len, generated, None)
+    audio_exchange_keys: KeyPaddingMask | DenseMask | None
+    if cfg.exchange_window is None:
+        if keys is None or bool(keys[:, :generated].all()):
+            exchange_keys = ShardedKeys(local_len, generated, None)
+        else:
+            exchange_keys = ShardedKeys(local_len, *_valid_keys(keys[:, :generated], padded))
+        audio_exchange_keys = None
+        if audio_key_mask is not None:
+            audio_exchange_keys = key_mask_from_bool(audio_key_mask[:, ra:], name="audio_key_mask")
     else:
-        exchange_keys = ShardedKeys(local_len, *_valid_keys(keys[:, :generated], padded))
-    if cfg.exchange_window is not None:
         exchange_keys, audio_exchange_keys = _time_window_masks(
             video.positions[..., rv:, 0],
             audio.positions[..., ra:, 0],

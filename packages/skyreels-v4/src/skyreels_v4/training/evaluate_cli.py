@@ -16,8 +16,6 @@ quickstart's report: the clips and the noise come from the same seeds.
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import enum
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -39,18 +37,11 @@ def _choices(known: Sequence[str], name: str) -> Callable[[str], tuple[str, ...]
     return parse
 
 
-def _sampling_record(sampling: object) -> dict[str, object]:
-    record = {}
-    for field in dataclasses.fields(sampling):  # type: ignore[arg-type]
-        value = getattr(sampling, field.name)
-        record[field.name] = value.value if isinstance(value, enum.Enum) else value
-    return record
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     from skyreels_v4.cli import int_at_least, nonnegative_int, positive_int
     from skyreels_v4.errors import FileFormatError
     from skyreels_v4.io import atomic_write_json, atomic_write_text
+    from skyreels_v4.model.config_io import to_plain
     from skyreels_v4.pipeline import SkyReelsV4Pipeline
     from skyreels_v4.pipeline.cli import add_sampling_arguments, sampling_from_args
     from skyreels_v4.training.evaluate import (
@@ -120,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         splits=args.splits,
         progress=not args.quiet,
     )
-    record = _sampling_record(sampling)
+    record = to_plain(sampling)
     atomic_write_json(out / "metrics.json", {"model": str(model), "sampling": record, **json_ready(results)})
     settings = ", ".join(f"{k} {record[k]}" for k in ("num_steps", "video_guidance", "audio_guidance"))
     report = (
