@@ -5,6 +5,7 @@ skyreels-flow-matching calling the model the expected number of times."""
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 import torch
@@ -127,3 +128,58 @@ def test_sampling_config_round_trips_through_its_folder(tmp_path):
     config.save_pretrained(tmp_path)
     assert SamplingConfig.from_pretrained(tmp_path) == config
     assert dataclasses.replace(config, num_steps=3).num_steps == 3
+
+
+def test_a_guidance_interval_guides_only_the_steps_whose_sigma_lies_inside_it(tiny_pipe):
+    """Audio guided at the first step only: that step's state equals the fully guided run's, the later
+    steps run one forward (no negative), and the end differs from both the guided and unguided runs."""
+    sigmas = flow_sigmas(3, shift=5.0, form=SamplingConfig().schedule).tolist()
+    first_only = ((sigmas[0] + sigmas[1]) / 2, 1.0)
+
+    def run(**changes):
+        settings = {"num_steps": 3, "shift": 5.0, "video_guidance": 1.0, "audio_guidance": 4.0}
+        sampling = SamplingConfig(**{**settings, **changes})
+        states, calls = [], []
+        handle = tiny_pipe.transformer.register_forward_pre_hook(lambda m, a: calls.append(a[0].shape[0]))
+        try:
+            out = tiny_pipe(
+                _request(),
+                sampling=sampling,
+                progress=False,
+                callback=lambda i, s, state: states.append([t.clone() for t in state]),
+            )
+        finally:
+            handle.remove()
+        return out, states, calls
+
+    guided, guided_states, guided_calls = run()
+    interval, interval_states, interval_calls = run(audio_guidance_interval=first_only)
+    unguided, unguided_states, _ = run(audio_guidance=1.0)
+    assert guided_calls == [2, 2, 2] and interval_calls == [2, 1, 1]
+    assert torch.equal(interval_states[0][1], guided_states[0][1])
+    assert not torch.allclose(interval_states[0][1], unguided_states[0][1], atol=1e-5)
+    assert not torch.allclose(interval.audio_latents, guided.audio_latents, atol=1e-5)
+    assert not torch.allclose(interval.audio_latents, unguided.audio_latents, atol=1e-5)
+    # The whole range is the default: bit-identical to not naming an interval.
+    everywhere, _, _ = run(audio_guidance_interval=(0.0, 1.0))
+    assert torch.equal(everywhere.audio_latents, guided.audio_latents)
+
+
+def test_guidance_intervals_round_trip_and_bad_ones_are_refused(tmp_path):
+    config = SamplingConfig(audio_guidance_interval=(0.5, 1.0), video_guidance_interval=(0.0, 0.75))
+    config.save_pretrained(tmp_path)
+    loaded = SamplingConfig.from_pretrained(tmp_path)
+    assert loaded == config and loaded.audio_guidance_interval == (0.5, 1.0)
+    assert config.guidance.audio.sigma_interval == (0.5, 1.0)
+    assert config.guidance.video.sigma_interval == (0.0, 0.75)
+    # A scheduler config written before the intervals existed loads with guidance at every step.
+    path = tmp_path / "scheduler_config.json"
+    data = json.loads(path.read_text())
+    del data["audio_guidance_interval"], data["video_guidance_interval"]
+    path.write_text(json.dumps(data))
+    assert SamplingConfig.from_pretrained(tmp_path).audio_guidance_interval == (0.0, 1.0)
+    for bad in ((0.6, 0.4), (-0.1, 1.0), (0.0, 1.5), (0.0,), (0.0, 0.5, 1.0), (True, 1.0), [0.0, 1.0]):
+        with pytest.raises(ValueError, match="audio_guidance_interval"):
+            SamplingConfig(audio_guidance_interval=bad)
+    with pytest.raises(ValueError, match="video_guidance_interval"):
+        SamplingConfig(video_guidance_interval=(0.0, float("nan")))

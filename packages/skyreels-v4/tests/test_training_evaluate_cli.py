@@ -88,6 +88,13 @@ def test_the_command_equals_evaluate_splits_with_its_seed_and_sampling(tiny_fold
         (["--steps", "0"], "--steps"),
         (["--shift", "-2"], "--shift"),
         (["--solver", "rk4"], "--solver"),
+        (["--audio-rescale", "1.5"], "--audio-rescale"),
+        (["--video-rescale", "-0.1"], "--video-rescale"),
+        (["--audio-guidance-interval", "0.5"], "--audio-guidance-interval"),
+        (["--audio-guidance-interval", "0.9,0.1"], "--audio-guidance-interval"),
+        (["--video-guidance-interval", "a,b"], "--video-guidance-interval"),
+        (["--video-guidance-interval", "0,2"], "--video-guidance-interval"),
+        (["--audio-guidance-interval", "0,nan"], "--audio-guidance-interval"),
     ],
 )
 def test_bad_flags_are_one_line_errors_naming_the_flag_and_write_nothing(

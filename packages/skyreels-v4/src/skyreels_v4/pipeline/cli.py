@@ -75,6 +75,10 @@ FLAGS = {
     "audio_guidance": "--audio-guidance",
     "shift": "--shift",
     "solver": "--solver",
+    "video_rescale": "--video-rescale",
+    "audio_rescale": "--audio-rescale",
+    "video_guidance_interval": "--video-guidance-interval",
+    "audio_guidance_interval": "--audio-guidance-interval",
     "duration": "--prompt",
     "path": "--out",
     "total_frames": "--total-frames",
@@ -148,18 +152,39 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_sampling_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
-    """The sampling flags (``--steps``, ``--video-guidance``, ``--audio-guidance``, ``--shift``,
-    ``--solver``), each defaulting to the model folder's scheduler config; shared by ``generate`` and
-    ``evaluate``. Returns the group, for a command's own sampling flags."""
+    """The sampling flags (``--steps``, ``--video-guidance``, ``--audio-guidance``, their ``-rescale``
+    and ``-interval``, ``--shift``, ``--solver``), each defaulting to the model folder's scheduler
+    config; shared by ``generate`` and ``evaluate``. Returns the group, for a command's own flags."""
     from skyreels_flow_matching import Solver
 
     sampling = parser.add_argument_group("sampling (default: the model folder's scheduler config)")
     sampling.add_argument("--steps", type=int, help="denoising steps")
     sampling.add_argument("--video-guidance", type=float, help="video guidance scale (1 = off)")
     sampling.add_argument("--audio-guidance", type=float, help="audio guidance scale (1 = off)")
+    sampling.add_argument("--video-rescale", type=float, help="video guidance rescale in [0, 1]")
+    sampling.add_argument("--audio-rescale", type=float, help="audio guidance rescale in [0, 1]")
+    for modality in ("video", "audio"):
+        sampling.add_argument(
+            f"--{modality}-guidance-interval",
+            metavar="LO,HI",
+            help=f"guide the {modality} only at steps with LO <= sigma <= HI (default 0,1: every step)",
+        )
     sampling.add_argument("--shift", type=float, help="sigma shift of the sampling grid")
     sampling.add_argument("--solver", choices=[s.value for s in Solver])
     return sampling
+
+
+def _interval(flag: str, text: str | None) -> tuple[float, float] | None:
+    """``"LO,HI"`` -> ``(LO, HI)``; the range itself is checked by ``SamplingConfig``."""
+    if text is None:
+        return None
+    parts = text.split(",")
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        return (float(parts[0]), float(parts[1]))
+    except ValueError:
+        raise ValueError(f"{flag}: expected two numbers LO,HI (e.g. 0.5,1), got {text!r}") from None
 
 
 def sampling_from_args(base: Any, args: argparse.Namespace) -> Any:
@@ -175,6 +200,10 @@ def sampling_from_args(base: Any, args: argparse.Namespace) -> Any:
         "audio_guidance": args.audio_guidance,
         "shift": args.shift,
         "solver": None if args.solver is None else Solver(args.solver),
+        "video_rescale": args.video_rescale,
+        "audio_rescale": args.audio_rescale,
+        "video_guidance_interval": _interval("--video-guidance-interval", args.video_guidance_interval),
+        "audio_guidance_interval": _interval("--audio-guidance-interval", args.audio_guidance_interval),
     }
     try:
         return replace(base, **{k: v for k, v in changes.items() if v is not None})

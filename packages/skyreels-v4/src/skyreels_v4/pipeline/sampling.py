@@ -46,6 +46,9 @@ class SamplingConfig:
     schedule: ``diffusers`` (bit-exact with FlowMatchEulerDiscreteScheduler) or ``shift_once``.
     video_guidance, audio_guidance: classifier-free guidance scales (1 = off, no negative forward).
     video_rescale, audio_rescale: guidance rescale φ in [0, 1].
+    video_guidance_interval, audio_guidance_interval: ``(lo, hi)``: guide that modality only at steps
+        whose σ lies in ``[lo, hi]`` (Kynkäänniemi et al. 2024); elsewhere its conditional velocity is
+        used and, when neither modality guides, the negative forward is skipped. ``(0, 1)`` = every step.
     embedded_guidance: the distilled guidance value for a video branch with a guidance embedding
         (HunyuanVideo feeds ``1000 · scale``); None for models without one.
     batching: run guidance branches as one batch (fast) or one after another (memory).
@@ -62,6 +65,8 @@ class SamplingConfig:
     audio_guidance: float = 4.0
     video_rescale: float = 0.0
     audio_rescale: float = 0.0
+    video_guidance_interval: tuple[float, float] = (0.0, 1.0)
+    audio_guidance_interval: tuple[float, float] = (0.0, 1.0)
     embedded_guidance: float | None = None
     batching: GuidanceBatching = field(default=GuidanceBatching.BATCHED)
     negative_references: NegativeReferences = NegativeReferences.KEEP
@@ -96,6 +101,15 @@ class SamplingConfig:
         for name in ("video_rescale", "audio_rescale"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name}: expected a value in [0, 1], got {getattr(self, name)!r}")
+        for name in ("video_guidance_interval", "audio_guidance_interval"):
+            interval = getattr(self, name)
+            if (
+                not isinstance(interval, tuple)
+                or len(interval) != 2
+                or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in interval)
+                or not 0.0 <= interval[0] <= interval[1] <= 1.0
+            ):
+                raise ValueError(f"{name}: expected (lo, hi) with 0 <= lo <= hi <= 1, got {interval!r}")
         if self.embedded_guidance is not None and (
             isinstance(self.embedded_guidance, bool)
             or not isinstance(self.embedded_guidance, (int, float))
@@ -109,8 +123,16 @@ class SamplingConfig:
     @property
     def guidance(self) -> JointGuidanceConfig:
         return JointGuidanceConfig(
-            video=ModalityGuidanceConfig(scale=float(self.video_guidance), rescale=float(self.video_rescale)),
-            audio=ModalityGuidanceConfig(scale=float(self.audio_guidance), rescale=float(self.audio_rescale)),
+            video=ModalityGuidanceConfig(
+                scale=float(self.video_guidance),
+                rescale=float(self.video_rescale),
+                sigma_interval=tuple(float(v) for v in self.video_guidance_interval),
+            ),
+            audio=ModalityGuidanceConfig(
+                scale=float(self.audio_guidance),
+                rescale=float(self.audio_rescale),
+                sigma_interval=tuple(float(v) for v in self.audio_guidance_interval),
+            ),
             batching=self.batching,
         )
 
