@@ -89,6 +89,8 @@ def test_quickstart_writes_model_samples_and_report(tmp_path, capsys):
         ("--exchange-window", "0", "--exchange-window"),
         ("--frame-position", "17", "--frame-position"),
         ("--frame-position", "-1", "--frame-position"),
+        ("--audio-onset-weight", "-1", "--audio-onset-weight"),
+        ("--audio-onset-weight", "nan", "--audio-onset-weight"),
         ("--exchange-window", "nan", "--exchange-window"),
         ("--video-codec", "tiny --video-temporal-factor 2", "--video-temporal-factor"),
         ("--task-weights", "t2av", "--task-weights"),
@@ -151,6 +153,7 @@ def test_images_and_switches_reach_the_cache_the_module_and_the_identity(tmp_pat
     flags = ["--train-images", "4", "--prediction", "x0_skip", "--train-shift", "3", "--pooled-text", "0"]
     flags += ["--video-patch", "2", "--lr-decay-steps", "7", "--audio-codec", "dct", "--audio-weight", "2.5"]
     flags += ["--exchange-window", "1.5", "--video-temporal-factor", "2", "--frame-position", "3"]
+    flags += ["--audio-onset-weight", "2"]
     assert quickstart.main(["--out", str(out), *ARGS, *flags]) == 0
     cache = LatentCache(out / "cache_train")
     frames = sorted({int(cache[i]["video_latents"].shape[1]) for i in range(len(cache))})
@@ -162,7 +165,7 @@ def test_images_and_switches_reach_the_cache_the_module_and_the_identity(tmp_pat
     assert json.loads((out / "model" / "audio_vae" / "config.json").read_text())["class"] == "FrameAudioCodec"
     hparams = torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)["hyper_parameters"]
     assert hparams["image_tasks"] == {"t2v": 1.0} and hparams["lr_decay_steps"] == 7
-    assert hparams["audio_weight"] == 2.5
+    assert hparams["audio_weight"] == 2.5 and hparams["audio_onset_weight"] == 2.0
     assert hparams["timestep_sampler"]["shift"] == {"shift": 3.0}
     saved = json.loads((out / quickstart.SETTINGS_FILE).read_text())
     assert (saved["train_images"], saved["prediction"], saved["train_shift"]) == (4, "x0_skip", 3.0)
@@ -170,7 +173,8 @@ def test_images_and_switches_reach_the_cache_the_module_and_the_identity(tmp_pat
     assert (saved["audio_codec"], saved["audio_weight"], saved["exchange_window"]) == ("dct", 2.5, 1.5)
     title = (out / "report.md").read_text().splitlines()[0]
     assert "exchange within 1.5 latent frames" in title and "video temporal factor 2" in title
-    assert "frame position (3 frequencies)" in title
+    assert "frame position (3 frequencies)" in title and "audio onset weight 2" in title
+    assert saved["audio_onset_weight"] == 2.0
     assert saved["video_temporal_factor"] == 2 and saved["frame_position"] == 3
     assert transformer.config.video.frame_position_frequencies == 3
     assert transformer.config.audio.frame_position_frequencies == 0

@@ -457,3 +457,58 @@ def test_the_optimizer_follows_the_schedule(components):
     # Warm-up 2 steps, then cos over 4 steps from 1 to 0.25: 0.25 + 0.375 (1 + cos(pi k / 4)).
     expected = [0.5, 1.0, 1.0, 0.890165, 0.625, 0.359835, 0.25, 0.25]
     assert rates == pytest.approx([2e-3 * e for e in expected], rel=1e-5)
+
+
+def test_onset_weights_follow_the_closed_form():
+    """Silence, a tone from token 4 to token 7, silence: the change is at tokens 4 and 8, widened to
+    3..5 and 7..9, divided by its mean; a steady clip weighs 1 everywhere."""
+    from skyreels_v4.training import onset_weights
+
+    z = torch.zeros(2, 3, 12)
+    z[0, :, 4:8] = torch.tensor([3.0, 0.0, 4.0]).view(3, 1)  # |change| = 5 at tokens 4 and 8
+    z[1] = 0.7  # constant
+    weights = onset_weights(z, 2.0)
+    change = torch.zeros(12)
+    change[[3, 4, 5, 7, 8, 9]] = 5.0
+    expected = 1 + 2.0 * change / change.mean()
+    torch.testing.assert_close(weights[0, 0], expected)
+    assert torch.equal(weights[1], torch.ones(1, 12))
+    assert torch.equal(onset_weights(z, 0.0), torch.ones(2, 1, 12))
+    # A single token has no change; a latent of another rank is refused.
+    assert torch.equal(onset_weights(torch.rand(1, 3, 1), 1.0), torch.ones(1, 1, 1))
+    with pytest.raises(SkyReelsError, match="onset_weights"):
+        onset_weights(torch.rand(3, 12), 1.0)
+
+
+def test_the_audio_onset_weight_weighs_the_audio_loss(cache_dir, components):
+    """The prepared audio loss mask carries the onset weights, and the audio loss is the weighted mean
+    of the squared error; 0 leaves the plain mean."""
+    from skyreels_v4.training import onset_weights
+
+    batch, cache = _batch(cache_dir)
+    losses = {}
+    for strength in (0.0, 3.0):
+        torch.manual_seed(0)
+        module = make_module(components, audio_onset_weight=strength, text_dropout=0.0)
+        module.empty_prompt, module.black_latents = cache.empty_prompt, cache.black_latents
+        prepared = module.prepare_batch(batch, generator=torch.Generator().manual_seed(4), task=JointTask.V2A)
+        mask = prepared["audio_loss_mask"]
+        expected_mask = onset_weights(batch["audio_latents"], strength)
+        torch.testing.assert_close(mask.expand_as(expected_mask), expected_mask)
+        with torch.no_grad():
+            out = module.compute_loss(prepared)
+            _, out_a = module.denoiser.network(
+                prepared["video"],
+                prepared["audio"],
+                video_sigma=prepared["video_sigma"],
+                audio_sigma=prepared["audio_sigma"],
+                condition=prepared["condition"],
+            )
+        error = (out_a - prepared["audio_target"]).square()
+        weight = expected_mask.expand_as(error)
+        torch.testing.assert_close(out["audio_loss"], (weight * error).sum() / weight.sum())
+        losses[strength] = float(out["audio_loss"])
+    assert float(onset_weights(batch["audio_latents"], 3.0).max()) > 2  # the clips do have onsets
+    assert losses[0.0] != losses[3.0]
+    with pytest.raises(SkyReelsError, match="audio_onset_weight"):
+        make_module(components, audio_onset_weight=-1.0)

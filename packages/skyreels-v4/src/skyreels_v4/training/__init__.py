@@ -17,7 +17,7 @@ from skyreels_v4.training.cache import (
     world_samples,
 )
 from skyreels_v4.training.data import LatentCacheDataModule
-from skyreels_v4.training.module import JointTrainingModule, build_transformer_config
+from skyreels_v4.training.module import JointTrainingModule, build_transformer_config, onset_weights
 from skyreels_v4.training.tasks import JointTask, parse_task_mixture, sample_task
 
 __all__ = [
@@ -35,6 +35,7 @@ __all__ = [
     "build_transformer_config",
     "collate_cache_items",
     "folder_samples",
+    "onset_weights",
     "parse_task_mixture",
     "prompt_text",
     "read_caption_listing",

@@ -9,7 +9,8 @@ so a resumed run makes exactly the draws the uninterrupted one would):
    ``M = 1`` and the black-frame latent elsewhere), a clean given modality (v2a / a2v: σ = 0), an
    in-context reference (eq. 8), text dropout to the empty prompt (for classifier-free guidance);
 4. the network's output in its prediction space (velocity, x0, noise or x0_skip) against the matching target,
-   masked per modality (conditioned cells and absent modalities excluded), weighted (eq. 6).
+   masked per modality (conditioned cells and absent modalities excluded), weighted (eq. 6); with
+   ``audio_onset_weight`` the audio tokens where the clean audio changes weigh more (``onset_weights``).
 
 EMA weights are updated in ``optimizer_step`` (so a checkpoint holds the EMA of the saved step) by an
 elementwise lerp that is correct on sharded (DTensor) parameters as well.
@@ -57,7 +58,7 @@ from skyreels_v4.model import (
 from skyreels_v4.refiner.hparams import as_sampler_config
 from skyreels_v4.training.tasks import JointTask, parse_task_mixture, sample_task
 
-__all__ = ["JointTrainingModule", "build_transformer_config", "learning_rate_factor"]
+__all__ = ["JointTrainingModule", "build_transformer_config", "learning_rate_factor", "onset_weights"]
 
 _BRANCH_FIELDS = (
     "dim",
@@ -80,6 +81,28 @@ def learning_rate_factor(step: int, *, warmup_steps: int, decay_steps: int, floo
         return 1.0
     progress = min(1.0, (step - max(warmup_steps, 0)) / decay_steps)
     return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def onset_weights(latents: Tensor, strength: float) -> Tensor:
+    """Per-token loss weights ``[B, 1, L]`` that favour the moments where a clip's sound changes.
+
+    ``latents`` are clean audio latents ``[B, C, L]``. The change at token ``t`` is
+    ``d_t = ||z_t - z_{t-1}||`` over channels (``d_0 = 0``): large where a sound starts or stops, zero
+    through silence or a steady tone, whatever the codec. It is widened to the neighbouring tokens
+    (``max(d_{t-1}, d_t, d_{t+1})``) so that a sound placed one token early costs as much as one placed
+    one token late, and divided by its mean over the clip. The weight is ``1 + strength · that``: the
+    mean weight is about ``1 + strength``, and a clip that never changes weighs 1 everywhere.
+    """
+    if latents.ndim != 3:
+        raise SkyReelsError(f"onset_weights: expected audio latents [B, C, L], got {list(latents.shape)}")
+    z = latents.float()
+    change = torch.zeros(z.shape[0], 1, z.shape[-1], device=z.device)
+    if z.shape[-1] > 1:
+        change[..., 1:] = (z[..., 1:] - z[..., :-1]).norm(dim=1, keepdim=True)
+    widened = torch.nn.functional.max_pool1d(change, kernel_size=3, stride=1, padding=1)
+    mean = widened.mean(dim=-1, keepdim=True)
+    normalised = torch.where(mean > 0, widened / mean.clamp_min(1e-12), torch.zeros_like(widened))
+    return 1.0 + float(strength) * normalised
 
 
 def build_transformer_config(
@@ -178,6 +201,10 @@ class JointTrainingModule(L.LightningModule):
         timestep_sampler: skyreels-flow-matching ``TimestepSamplerConfig`` as a dict (None = uniform).
         timestep_sharing: ``shared`` (eq. 6) or ``independent`` σ per modality.
         video_weight, audio_weight: eq. 6's loss weights.
+        audio_onset_weight: 0 = every generated audio token weighs the same (the paper); ``a > 0``
+            multiplies each token's weight by ``onset_weights`` of strength ``a`` (sound onsets and
+            offsets weigh more: in a mostly silent spectrogram a sound placed a frame late otherwise
+            costs little).
         text_dropout: probability of replacing a sample's text with the empty prompt.
         warmup_steps, lr_decay_steps, min_learning_rate_ratio: the learning-rate schedule
             (``learning_rate_factor``): linear warm-up, then a cosine decay over ``lr_decay_steps`` to
@@ -208,6 +235,7 @@ class JointTrainingModule(L.LightningModule):
         timestep_sharing: str = "shared",
         video_weight: float = 1.0,
         audio_weight: float = 1.0,
+        audio_onset_weight: float = 0.0,
         text_dropout: float = 0.1,
         ema_decay: float = 0.0,
         learning_rate: float = 1e-3,
@@ -272,6 +300,7 @@ class JointTrainingModule(L.LightningModule):
             ("keyframe_probability", keyframe_probability, 0.0, 1.0),
             ("text_dropout", text_dropout, 0.0, 1.0),
             ("ema_decay", ema_decay, 0.0, 1.0),
+            ("audio_onset_weight", audio_onset_weight, 0.0, 100.0),
             ("learning_rate", learning_rate, 0.0, 10.0),
             ("min_learning_rate_ratio", min_learning_rate_ratio, 0.0, 1.0),
         ):
@@ -445,6 +474,8 @@ class JointTrainingModule(L.LightningModule):
             prediction_target(self.prediction, z_a, eps_a, x_a, s_a),
         )
         video_loss_mask = (video_loss * (1 - latent_mask)).expand(b, 1, t, h, w)
+        if self.hparams.get("audio_onset_weight", 0.0) > 0:
+            audio_loss = audio_loss * onset_weights(z_a, self.hparams.audio_onset_weight)
         condition_noise, layout = eps_v, None
         joint_keyframes = (
             keyframes

@@ -113,6 +113,7 @@ class QuickstartSettings(argparse.Namespace):
     exchange_order: str
     exchange_window: float | None
     frame_position: int
+    audio_onset_weight: float
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -258,6 +259,15 @@ def _parser() -> argparse.ArgumentParser:
         "(zero-initialised; RoPE alone is relative, so nothing else tells a token where the frame's edges "
         "are; docs/decisions/0014-frame-position.md) (default: 0, none, as the paper)",
     )
+    ablations.add_argument(
+        "--audio-onset-weight",
+        type=float,
+        default=0.0,
+        metavar="A",
+        help="weigh the audio loss towards the tokens where the clip's sound starts or stops, by "
+        "1 + A x (its change / the clip's mean change) (JointTrainingModule's audio_onset_weight) "
+        "(default: 0, every token alike, as the paper)",
+    )
     return parser
 
 
@@ -337,6 +347,8 @@ def _check(settings: QuickstartSettings) -> None:
         checks += (("--exchange-window", window, ok, "in (0, 1000]"),)
     frame_position = getattr(settings, "frame_position", 0)
     checks += (("--frame-position", frame_position, 0 <= frame_position <= 16, "in [0, 16]"),)
+    onset = getattr(settings, "audio_onset_weight", 0.0)
+    checks += (("--audio-onset-weight", onset, 0 <= onset <= 100 and math.isfinite(onset), "in [0, 100]"),)
     for name, value, ok, expected in checks:
         if not ok:
             raise SkyReelsError(f"{name}: expected {expected}, got {value!r}")
@@ -494,6 +506,7 @@ def run_quickstart(settings: QuickstartSettings) -> dict:
         },
         text_dropout=0.1,
         audio_weight=float(identity["audio_weight"]),
+        audio_onset_weight=float(identity["audio_onset_weight"]),
         ema_decay=0.99,
         learning_rate=settings.learning_rate,
         warmup_steps=50,
@@ -601,6 +614,7 @@ _IDENTITY = (
     "exchange_order",
     "exchange_window",
     "frame_position",
+    "audio_onset_weight",
 )
 SETTINGS_FILE = "quickstart_settings.json"
 
@@ -613,6 +627,7 @@ _IDENTITY_DEFAULTS: dict[str, object] = {
     "exchange_order": "sequential",
     "exchange_window": None,
     "frame_position": 0,
+    "audio_onset_weight": 0.0,
     "prediction": "x0",
     "train_shift": 1.0,
     "train_images": 0,
@@ -680,6 +695,8 @@ def _ablation_label(settings: QuickstartSettings) -> str:
         parts.append(f"exchange within {settings.exchange_window:g} latent frames")
     if getattr(settings, "frame_position", 0):
         parts.append(f"frame position ({settings.frame_position} frequencies)")
+    if getattr(settings, "audio_onset_weight", 0.0):
+        parts.append(f"audio onset weight {settings.audio_onset_weight:g}")
     return ", ".join(parts)
 
 
