@@ -285,3 +285,36 @@ def test_module_configuration_errors(monkeypatch):
     monkeypatch.setattr("skyreels_refiner_vsa.vsa_module.get_block_sparse_backend", lambda name: _Missing())
     with pytest.raises(BlockSparseBackendError, match="VSA backend 'triton' cannot run on this machine"):
         VideoSparseAttention(dim=32, num_heads=2, config=VSAConfig(backend="triton"))
+
+
+def test_attend_on_a_head_chunk_equals_those_heads_of_the_full_forward():
+    """What sequence parallelism relies on: the gate is per token (``gate_values``) and the block
+    selection per head, so ``attend`` on any chunk of heads gives exactly those heads of ``forward``."""
+    torch.manual_seed(0)
+    vsa = VideoSparseAttention(
+        dim=64, num_heads=4, config=VSAConfig(sparsity=0.5, cube=(1, 4, 4), backend="torch")
+    )
+    with torch.no_grad():
+        vsa.gate.weight.normal_(std=0.1)
+    q, k, v = (torch.randn(2, 64, 4, 16) for _ in range(3))
+    text = [torch.randn(2, 5, 4, 16) for _ in range(3)]
+    lengths = torch.tensor([3, 5])
+    gate_input = torch.randn(2, 64, 64)
+    full = vsa(q, k, v, grid=(2, 4, 8), gate_input=gate_input, text_q=text[0], text_k=text[1], text_v=text[2],
+               text_valid_lengths=lengths)  # fmt: skip
+    gate = vsa.gate_values(gate_input)
+    assert gate.shape == (2, 64, 4, 16)
+    heads = slice(2, 4)
+    chunk = vsa.attend(
+        q[:, :, heads], k[:, :, heads], v[:, :, heads], grid=(2, 4, 8), gate=gate[:, :, heads],
+        text_q=text[0][:, :, heads], text_k=text[1][:, :, heads], text_v=text[2][:, :, heads],
+        text_valid_lengths=lengths,
+    )  # fmt: skip
+    torch.testing.assert_close(chunk.video, full.video[:, :, heads], rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(chunk.text, full.text[:, :, heads], rtol=1e-6, atol=1e-6)
+    # The gate matters (a zero gate gives another result), and a gate of another shape is refused.
+    zero = vsa.attend(q, k, v, grid=(2, 4, 8), gate=torch.zeros_like(gate))
+    plain = vsa.attend(q, k, v, grid=(2, 4, 8), gate=gate)
+    assert not torch.allclose(zero.video, plain.video, atol=1e-4)
+    with pytest.raises(ValueError, match="gate must be"):
+        vsa.attend(q, k, v, grid=(2, 4, 8), gate=gate[:, :, :2])

@@ -5,8 +5,10 @@ length (13 tokens over 2 ranks): the SP=2 forward equals the one-process forward
 gradients summed over the group and divided by 2 (every rank computes the loss on the replicated
 output) equal the one-process gradients; the same with a reference token masked as a key in one
 sample (the dense-mask path); and one training step under parallelize() with FSDP2 over the sp
-dimension and activation checkpointing; and the time-local exchange (``exchange_window``), with and
-without video and audio key masks. Tolerance: 1e-5 relative to the largest entry (fp32).
+dimension and activation checkpointing; the time-local exchange (``exchange_window``), with and
+without video and audio key masks; and video sparse attention in the base model (a 2 x 4 x 8 grid in 4
+blocks, half of them kept, plus 3 reference tokens: 67 tokens over 2 ranks), with and without a masked
+reference key. Tolerance: 1e-5 relative to the largest entry (fp32).
 """
 
 from __future__ import annotations
@@ -61,6 +63,41 @@ def _window_case(rank: int, world: int, window: float, key_mask: bool, audio_mas
     with torch.no_grad():  # the window must matter here, or the parity above could not fail
         global_exchange = scale_fixtures.make_model()
         result["window_effect"] = _relative(global_exchange(**inputs).audio, reference(**inputs).audio)
+    return result
+
+
+#: VSA cases: whether sample 0 has a masked reference key (the dense-mask path).
+VSA_CASES = {"vsa": False, "vsa_masked": True}
+
+
+def _vsa_model():
+    from skyreels_refiner_vsa import VSAConfig
+    from skyreels_v4.model.video_sparse import enable_video_sparse_attention
+
+    model = scale_fixtures.make_model()
+    torch.manual_seed(5)
+    vsa = enable_video_sparse_attention(model, VSAConfig(sparsity=0.5, cube=(1, 4, 4), backend="torch"))
+    with torch.no_grad():  # a zero gate would hide the coarse stage
+        for p in vsa.parameters():
+            p.normal_(std=0.05)
+    return model
+
+
+def _vsa_case(rank: int, world: int, key_mask: bool) -> dict:
+    reference = _vsa_model()
+    inputs = scale_fixtures.make_inputs(reference.config)
+    g = torch.Generator().manual_seed(3)
+    c_v = reference.config.video.in_channels
+    inputs["video_latents"] = torch.randn(2, c_v, 2, 8, 16, generator=g)  # grid 2 x 4 x 8 = 64 tokens
+    inputs["video_reference_latents"] = torch.randn(2, c_v, 1, 2, 6, generator=g)  # 3 tokens
+    if key_mask:
+        keys = torch.ones(2, 67, dtype=torch.bool)
+        keys[0, 1] = False
+        inputs["video_key_mask"] = keys
+    result = _sp_case(rank, world, key_mask=False, reference=reference, inputs=inputs)
+    with torch.no_grad():  # the sparse attention must matter here, or the parity could not fail
+        dense = scale_fixtures.make_model()
+        result["vsa_effect"] = _relative(dense(**inputs).video, reference(**inputs).video)
     return result
 
 
@@ -124,6 +161,7 @@ def _worker(rank: int, world: int, init_file: str, result_dir: str) -> None:
             "dense": _sp_case(rank, world, key_mask=True),
             "fsdp": _fsdp_sp_case(rank, world),
             **{name: _window_case(rank, world, *case) for name, case in WINDOW_CASES.items()},
+            **{name: _vsa_case(rank, world, masked) for name, masked in VSA_CASES.items()},
         }
         if rank == 0:
             torch.save(results, os.path.join(result_dir, "result.pt"))
@@ -138,7 +176,7 @@ def two_rank_results() -> dict:
         return torch.load(os.path.join(folder, "result.pt"), weights_only=True)
 
 
-@pytest.mark.parametrize("case", ["prefix", "dense", *WINDOW_CASES])
+@pytest.mark.parametrize("case", ["prefix", "dense", *WINDOW_CASES, *VSA_CASES])
 def test_sp2_forward_and_gradients_match_one_process(two_rank_results, case):
     r = two_rank_results[case]
     assert r["shape"]
@@ -147,6 +185,8 @@ def test_sp2_forward_and_gradients_match_one_process(two_rank_results, case):
     assert r["grad"] < 1e-5
     if case in WINDOW_CASES:
         assert r["window_effect"] > 1e-3
+    if case in VSA_CASES:
+        assert r["vsa_effect"] > 1e-3
 
 
 def test_sp2_under_fsdp_with_checkpointing_matches_one_process(two_rank_results):

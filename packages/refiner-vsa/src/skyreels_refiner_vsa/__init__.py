@@ -12,7 +12,13 @@ from skyreels_refiner_vsa.refiner import (
     refiner_config_from_base,
     refiner_from_base,
 )
-from skyreels_refiner_vsa.refiner_blocks import GridLayout, vsa_attention_stage, vsa_joint_attention
+from skyreels_refiner_vsa.refiner_blocks import (
+    GridLayout,
+    JointAttend,
+    attention_stage_with,
+    vsa_attention_stage,
+    vsa_joint_attention,
+)
 from skyreels_refiner_vsa.refiner_condition import (
     RefinerCondition,
     UpsampleMode,
@@ -30,6 +36,7 @@ __all__ = [
     "CoarseAttention",
     "CubeTiling",
     "GridLayout",
+    "JointAttend",
     "RefinerCondition",
     "SparsityRamp",
     "UpsampleMode",
@@ -38,6 +45,7 @@ __all__ = [
     "VideoRefiner",
     "VideoRefinerConfig",
     "VideoSparseAttention",
+    "attention_stage_with",
     "build_refiner_condition",
     "coarse_attention",
     "cube_tiling",

@@ -18,6 +18,7 @@ Shape legend: B batch, R reference tokens, N grid tokens, Lt text tokens, D widt
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -28,7 +29,13 @@ from skyreels_mmdit_blocks import BlockContext, BlockState, DualStreamBlock, Sin
 from skyreels_mmdit_blocks.rotary import rotate_prefix
 from skyreels_refiner_vsa.vsa_module import VideoSparseAttention
 
-__all__ = ["GridLayout", "vsa_attention_stage", "vsa_joint_attention"]
+__all__ = ["GridLayout", "JointAttend", "attention_stage_with", "vsa_attention_stage", "vsa_joint_attention"]
+
+#: ``attend(q, k, v, normed_latent) -> out``: the joint self-attention of a block's attention stage.
+#: q, k, v are ``[B, L + Lt, H, Dh]`` (RoPE applied), ``normed_latent`` is ``[B, L, D]``, the normed
+#: hidden states of the latent tokens (the input of their q/k/v projection), and the result is
+#: ``[B, L + Lt, H, Dh]``.
+JointAttend = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
 
 
 class GridLayout(NamedTuple):
@@ -119,12 +126,7 @@ def vsa_joint_attention(
 
 
 def _dual_attention_stage(
-    block: DualStreamBlock,
-    vsa: VideoSparseAttention,
-    latent_BLD: Tensor,
-    text_BTD: Tensor,
-    ctx: BlockContext,
-    layout: GridLayout,
+    block: DualStreamBlock, attend: JointAttend, latent_BLD: Tensor, text_BTD: Tensor, ctx: BlockContext
 ) -> BlockState:
     # Mirrors DualStreamBlock.attention_stage; only the attention call differs.
     num_latent = latent_BLD.shape[1]
@@ -139,15 +141,8 @@ def _dual_attention_stage(
     q_t, k_t, v_t = block.text_attn(text_normed)
     q_x, k_x = _rotate(q_x, ctx, num_latent), _rotate(k_x, ctx, num_latent)
 
-    r, n = layout.num_reference, num_latent - layout.num_reference
-    out = vsa_joint_attention(
-        vsa,
-        torch.cat([q_x, q_t], dim=1),
-        torch.cat([k_x, k_t], dim=1),
-        torch.cat([v_x, v_t], dim=1),
-        layout=layout,
-        gate_input=normed[:, r : r + n],
-        ctx=ctx,
+    out = attend(
+        torch.cat([q_x, q_t], dim=1), torch.cat([k_x, k_t], dim=1), torch.cat([v_x, v_t], dim=1), normed
     ).flatten(2)
     latent_BLD = latent_BLD + gate_a * block.latent_out(out[:, :num_latent])
     text_BTD = text_BTD + t_gate_a * block.text_out(out[:, num_latent:])
@@ -157,12 +152,7 @@ def _dual_attention_stage(
 
 
 def _single_attention_stage(
-    block: SingleStreamBlock,
-    vsa: VideoSparseAttention,
-    latent_BLD: Tensor,
-    text_BTD: Tensor,
-    ctx: BlockContext,
-    layout: GridLayout,
+    block: SingleStreamBlock, attend: JointAttend, latent_BLD: Tensor, text_BTD: Tensor, ctx: BlockContext
 ) -> BlockState:
     # Mirrors SingleStreamBlock.attention_stage; only the attention call differs.
     num_latent = latent_BLD.shape[1]
@@ -174,8 +164,7 @@ def _single_attention_stage(
     q, k, v = (x.unflatten(-1, (block.num_heads, -1)) for x in qkv.chunk(3, dim=-1))
     q = _rotate(block.q_norm(q), ctx, num_latent)
     k = _rotate(block.k_norm(k), ctx, num_latent)
-    r, n = layout.num_reference, num_latent - layout.num_reference
-    out = vsa_joint_attention(vsa, q, k, v, layout=layout, gate_input=hidden[:, r : r + n], ctx=ctx)
+    out = attend(q, k, v, hidden[:, :num_latent])
 
     update = block.attn_mlp_out(
         torch.cat([out.flatten(2), nn.functional.gelu(mlp, approximate="tanh")], dim=-1)
@@ -214,8 +203,27 @@ def vsa_attention_stage(
             f"latent_BLD must hold R + t·h·w = {layout.num_reference} + {layout.grid} tokens, "
             f"got {latent_BLD.shape[1]}"
         )
+    r, n = layout.num_reference, latent_BLD.shape[1] - layout.num_reference
+
+    def attend(q: Tensor, k: Tensor, v: Tensor, normed: Tensor) -> Tensor:
+        return vsa_joint_attention(vsa, q, k, v, layout=layout, gate_input=normed[:, r : r + n], ctx=ctx)
+
+    return attention_stage_with(block, attend, latent_BLD, text_BTD, ctx)
+
+
+def attention_stage_with(
+    block: DualStreamBlock | SingleStreamBlock,
+    attend: JointAttend,
+    latent_BLD: Tensor,
+    text_BTD: Tensor,
+    ctx: BlockContext,
+) -> BlockState:
+    """``block.attention_stage`` with its joint self-attention replaced by ``attend`` (``JointAttend``);
+    everything else (modulation, projections, RoPE, output gates, text cross-attention) is the block's
+    own. ``vsa_attention_stage`` is this with VSA; sequence parallelism passes an ``attend`` that moves
+    the tokens between ranks around VSA."""
     if isinstance(block, DualStreamBlock):
-        return _dual_attention_stage(block, vsa, latent_BLD, text_BTD, ctx, layout)
+        return _dual_attention_stage(block, attend, latent_BLD, text_BTD, ctx)
     if isinstance(block, SingleStreamBlock):
-        return _single_attention_stage(block, vsa, latent_BLD, text_BTD, ctx, layout)
+        return _single_attention_stage(block, attend, latent_BLD, text_BTD, ctx)
     raise TypeError(f"block must be a DualStreamBlock or SingleStreamBlock, got {type(block).__name__}")

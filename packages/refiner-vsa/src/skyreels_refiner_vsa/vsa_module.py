@@ -167,8 +167,45 @@ class VideoSparseAttention(nn.Module):
             raise ValueError(
                 f"gate_input must be [B, N, D] = {(*video_q.shape[:2], self.gate.in_features)}, got {got}"
             )
+        return self.attend(
+            video_q,
+            video_k,
+            video_v,
+            grid=grid,
+            gate=self.gate_values(gate_input),
+            text_q=text_q,
+            text_k=text_k,
+            text_v=text_v,
+            text_valid_lengths=text_valid_lengths,
+            scale=scale,
+        )
+
+    def gate_values(self, gate_input: Tensor) -> Tensor:
+        """The gate ``[B, N, H, Dh]`` of ``gate_input [B, N, D]`` (per token: it can be computed on a
+        sequence shard and moved with the queries, as sequence parallelism does)."""
+        return rearrange(self.gate(gate_input), "b n (h d) -> b n h d", h=self.num_heads)
+
+    def attend(
+        self,
+        video_q: Tensor,
+        video_k: Tensor,
+        video_v: Tensor,
+        *,
+        grid: tuple[int, int, int],
+        gate: Tensor,
+        text_q: Tensor | None = None,
+        text_k: Tensor | None = None,
+        text_v: Tensor | None = None,
+        text_valid_lengths: Tensor | None = None,
+        scale: float | None = None,
+    ) -> VSAOutput:
+        """``forward`` with the gate already computed (``gate_values``), for any subset of the heads:
+        ``video_q`` and ``gate`` may hold ``H / P`` of them (Ulysses gives each rank a head chunk; the
+        block selection is per head, so the chunks are independent)."""
+        if not isinstance(gate, Tensor) or gate.shape != video_q.shape:
+            got = tuple(gate.shape) if isinstance(gate, Tensor) else type(gate).__name__
+            raise ValueError(f"gate must be [B, N, H, Dh] like video_q {tuple(video_q.shape)}, got {got}")
         tiling = cube_tiling(grid, cube=self.config.cube, device=video_q.device)
-        gate = rearrange(self.gate(gate_input), "b n (h d) -> b n h d", h=self.num_heads)
         return video_sparse_attention(
             video_q,
             video_k,

@@ -23,7 +23,12 @@ from torch import Tensor, nn
 from skyreels_mmdit_blocks import BlockContext, BlockState, JointAudioVideoTransformer
 from skyreels_refiner_vsa import GridLayout, VideoSparseAttention, VSAConfig, vsa_attention_stage
 
-__all__ = ["VideoSelfAttention", "VideoSelfAttentionConfig", "enable_video_sparse_attention"]
+__all__ = [
+    "VideoSelfAttention",
+    "VideoSelfAttentionConfig",
+    "enable_video_sparse_attention",
+    "video_sparse_layout",
+]
 
 
 class VideoSelfAttention(str, enum.Enum):
@@ -102,7 +107,19 @@ def enable_video_sparse_attention(
     ).to(device=parameter.device, dtype=parameter.dtype)
     transformer.video_vsa = modules
     slot = _LayoutSlot()
+    transformer._video_vsa_layout = slot
     branch.embed = functools.partial(_recording_embed, branch.embed, slot)
     for block, vsa in zip(branch.blocks, modules, strict=True):
         block.attention_stage = functools.partial(_sparse_attention_stage, block, vsa, slot)
     return modules
+
+
+def video_sparse_layout(transformer: JointAudioVideoTransformer) -> GridLayout:
+    """Where the current forward's grid tokens sit (``GridLayout``: references, grid), as recorded by
+    the video branch's ``embed``; for code that runs VSA blocks its own way (sequence parallelism)."""
+    slot = getattr(transformer, "_video_vsa_layout", None)
+    if slot is None:
+        raise ValueError("transformer: video sparse attention is not enabled")
+    if slot.layout is None:
+        raise RuntimeError("VSA blocks ran outside the transformer's forward (no grid layout recorded)")
+    return slot.layout

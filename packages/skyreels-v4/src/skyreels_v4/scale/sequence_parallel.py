@@ -5,7 +5,11 @@ eqs. 3-5 and 8; issue 15; docs/scale-out.md).
 torchtitan's ``parallelize`` does, so the model code in skyreels-mmdit-blocks stays single-device:
 
 - every video block's joint self-attention kernel (eq. 3: ``[video; text]``) becomes a Ulysses
-  all-to-all around the original kernel (``UlyssesJointAttention``);
+  all-to-all around the original kernel (``UlyssesJointAttention``); with video sparse attention in the
+  base model (``video_attention=vsa``) the block's attention stage instead moves q, k, v and VSA's
+  per-token gate to full-sequence / head-chunk layout, runs VSA on this rank's heads (its block
+  selection is per head, so head chunks are independent) and moves the result back
+  (``ulysses_vsa_attend``);
 - every exchange's audio->video cross-attention kernel (eq. 5, audio queries reading video keys)
   becomes ``ulysses_cross_attention`` (``UlyssesVideoKeysAttention``); the video->audio direction
   (video queries on the shard, replicated audio keys) and the text cross-attention (eq. 4) need no
@@ -50,6 +54,8 @@ from torch.utils.checkpoint import checkpoint
 
 from skyreels_attention import AttentionKernel, DenseMask, KeyPaddingMask, attention
 from skyreels_attention.sequence_parallel import (
+    all_gather,
+    all_to_all,
     gather_sequence,
     shard_length,
     shard_sequence,
@@ -64,7 +70,8 @@ from skyreels_mmdit_blocks import (
     time_window_mask,
     unpatchify_video,
 )
-from skyreels_mmdit_blocks.block_context import BlockContext, Rotary
+from skyreels_mmdit_blocks.block_context import BlockContext, BlockState, Rotary
+from skyreels_refiner_vsa import GridLayout, VideoSparseAttention, attention_stage_with
 
 __all__ = [
     "ShardedKeys",
@@ -73,6 +80,7 @@ __all__ = [
     "apply_sequence_parallel",
     "sequence_parallel_forward",
     "sequence_parallel_group",
+    "ulysses_vsa_attend",
 ]
 
 
@@ -184,6 +192,97 @@ class UlyssesVideoKeysAttention(nn.Module):
         return ulysses_cross_attention(q, k, v, group=self.group, scale=scale, attention_fn=fn)
 
 
+def _ulysses_vsa_stage(
+    block: nn.Module,
+    vsa: VideoSparseAttention,
+    layout: object,
+    group: dist.ProcessGroup,
+    latent: Tensor,
+    text: Tensor,
+    ctx: BlockContext,
+) -> BlockState:
+    """A VSA video block's attention stage on a sequence shard (``layout()``: this forward's grid)."""
+    if not isinstance(ctx.joint_mask, ShardedKeys):
+        raise RuntimeError(
+            "a sequence-parallel VSA block needs the ShardedKeys of sequence_parallel_forward; got "
+            f"{type(ctx.joint_mask).__name__} (the block was called outside the model's forward)"
+        )
+    attend = partial(ulysses_vsa_attend, vsa=vsa, layout=layout(), keys=ctx.joint_mask, group=group)
+    return attention_stage_with(block, attend, latent, text, ctx)
+
+
+def ulysses_vsa_attend(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    normed: Tensor,
+    *,
+    vsa: VideoSparseAttention,
+    layout: GridLayout,
+    keys: ShardedKeys,
+    group: dist.ProcessGroup,
+) -> Tensor:
+    """Eq. 3's joint self-attention with VSA on the grid queries, for a sequence shard
+    (``skyreels_refiner_vsa.JointAttend``).
+
+    ``q, k, v [B, Ls + Lt, H, Dh]``: this rank's shard of the video tokens in the sharded order
+    ``[grid (N) ; references (R) ; padding]``, then the replicated text tokens; ``normed [B, Ls, D]``:
+    the shard's normed hidden states, whose gate VSA computes per token. One all-to-all moves q, k, v
+    and the gate to ``[B, Lp, H / P, Dh]``; VSA runs the grid on this rank's heads, with the references
+    and the text as its dense tokens (masked keys moved last and cut by a length, as on one device);
+    a second all-to-all moves the video rows back and an all-gather joins the text rows' heads.
+    """
+    size, rank = dist.get_world_size(group), dist.get_rank(group)
+    n_local = keys.local_len
+    batch, _, heads, _ = q.shape
+    local_heads = heads // size
+    gate = vsa.gate_values(normed[:, :n_local]).to(q.dtype)
+    stacked = torch.stack((q[:, :n_local], k[:, :n_local], v[:, :n_local], gate))
+    q_all, k_all, v_all, gate_all = all_to_all(stacked, group=group, scatter_dim=3, gather_dim=2).unbind(0)
+    refs, grid = layout.num_reference, layout.grid
+    n = grid[0] * grid[1] * grid[2]
+    padded = q_all.shape[1]
+    if n + refs > padded:
+        raise ValueError(
+            f"VSA layout: {refs} references + grid {grid} exceed the {padded} sharded video tokens"
+        )
+    # Validity of the sharded keys (global order): grid keys must all be valid, as on one device.
+    if keys.valid is not None:
+        valid = keys.valid.to(q.device)
+    else:
+        positions = torch.arange(padded, device=q.device)[None]
+        valid = (positions < (padded if keys.valid_len is None else keys.valid_len)).expand(batch, padded)
+    if not bool(valid[:, :n].all()):
+        raise ValueError("the joint mask masks grid keys; VSA can mask only reference and text keys")
+    chunk = slice(rank * local_heads, (rank + 1) * local_heads)
+    text_q, text_k, text_v = (x[:, n_local:, chunk] for x in (q, k, v))
+    text_len = text_q.shape[1]
+    text_valid = torch.ones(batch, text_len, dtype=torch.bool, device=q.device)
+    if keys.text_lengths is not None:
+        text_valid = torch.arange(text_len, device=q.device)[None] < keys.text_lengths.to(q.device)[:, None]
+    pairs = ((q_all, text_q), (k_all, text_k), (v_all, text_v))
+    dense_q, dense_k, dense_v = (torch.cat([x[:, n : n + refs], t], dim=1) for x, t in pairs)
+    keep = torch.cat([valid[:, n : n + refs], text_valid], dim=1)
+    order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)[:, :, None, None]
+    dense_k = dense_k.gather(1, order.expand_as(dense_k))
+    dense_v = dense_v.gather(1, order.expand_as(dense_v))
+    has_dense = dense_q.shape[1] > 0
+    out = vsa.attend(
+        q_all[:, :n], k_all[:, :n], v_all[:, :n], grid=grid, gate=gate_all[:, :n],
+        text_q=dense_q if has_dense else None, text_k=dense_k if has_dense else None,
+        text_v=dense_v if has_dense else None, text_valid_lengths=keep.sum(dim=1) if has_dense else None,
+    )  # fmt: skip
+    rows = [out.video]
+    if refs:
+        rows.append(out.text[:, :refs])
+    if padded > n + refs:  # padding rows: zero, so they pass no gradient
+        rows.append(out.video.new_zeros(batch, padded - n - refs, *out.video.shape[2:]))
+    video_rows = all_to_all(torch.cat(rows, dim=1), group=group, scatter_dim=1, gather_dim=2)
+    if not text_len:
+        return video_rows
+    return torch.cat([video_rows, all_gather(out.text[:, refs:], group=group, dim=2)], dim=1)
+
+
 def sequence_parallel_group(model: nn.Module) -> dist.ProcessGroup | None:
     """The group ``apply_sequence_parallel`` gave ``model``, or None."""
     return getattr(model, "_sequence_parallel_group", None)
@@ -210,11 +309,6 @@ def apply_sequence_parallel(
         )
     if sequence_parallel_group(model) is not None:
         raise ValueError("model: sequence parallelism is already applied")
-    if hasattr(model, "video_vsa"):
-        raise ValueError(
-            "model: video sparse attention (VSA) has no sequence-parallel form yet; use a dense "
-            "video_attention or sp=1"
-        )
     size = dist.get_world_size(group)
     heads = model.config.video.num_heads
     if heads % size:
@@ -224,8 +318,15 @@ def apply_sequence_parallel(
         )
     if size == 1:
         return model
-    for block in model.video.blocks:
-        block.attention = UlyssesJointAttention(group, block.attention)
+    if hasattr(model, "video_vsa"):  # VSA in the base model (skyreels_v4.model.video_sparse)
+        from skyreels_v4.model.video_sparse import video_sparse_layout
+
+        layout = partial(video_sparse_layout, model)
+        for block, vsa in zip(model.video.blocks, model.video_vsa, strict=True):
+            block.attention_stage = partial(_ulysses_vsa_stage, block, vsa, layout, group)
+    else:
+        for block in model.video.blocks:
+            block.attention = UlyssesJointAttention(group, block.attention)
     for exchange in model.exchanges:
         direction = exchange.audio_from_video
         direction.attention = UlyssesVideoKeysAttention(group, direction.attention)
