@@ -197,3 +197,52 @@ def test_four_ranks_as_guidance_2_x_sp_2_give_the_one_process_latents(tmp_path):
         g = rank // 2  # rank = g * sp + s
         assert r["sp_ranks"] == [2 * g, 2 * g + 1]
         assert r["guidance_ranks"] == [rank % 2, rank % 2 + 2]
+
+
+def _refined_pipeline():
+    """The tiny pipeline with a refiner (VSA in every block, guidance 2: a batch of 2 per step), whose
+    zero-initialised weights are redrawn so that every part of it acts."""
+    from skyreels_refiner_vsa import VSAConfig
+    from skyreels_v4.pipeline.refine import RefineConfig, RefinerComponent
+
+    pipe = build_tiny_pipeline()
+    torch.manual_seed(1)
+    pipe.refiner = RefinerComponent.from_base(
+        pipe.transformer,
+        vsa=VSAConfig(sparsity=0.5, backend="torch"),
+        config=RefineConfig(num_steps=2, guidance=2.0),
+    )
+    with torch.no_grad():
+        for parameter in pipe.refiner.refiner.parameters():
+            if not bool(parameter.any()):
+                parameter.normal_(0.0, 0.05)
+    return pipe
+
+
+def _refine_worker(rank: int, world: int, port: int, folder: str) -> None:
+    from skyreels_v4.scale.sequence_parallel import sequence_parallel_group
+
+    _init_rank(rank, world, port)
+    request = {"prompt": "A red circle moves right.", "task": "t2v", "seed": 4, "refine_to": (64, 64)}
+    reference = _refined_pipeline()(progress=False, **request)
+    pipe = _refined_pipeline()
+    calls = []
+    pipe.refiner.refiner.register_forward_pre_hook(lambda m, a: calls.append(1))
+    output = sequence_parallel_generate(pipe, progress=False, **request)
+    result = {
+        "video": _relative(output.video_latents, reference.video_latents),
+        "shape": tuple(output.video_latents.shape) == tuple(reference.video_latents.shape),
+        "refiner_sp": dist.get_world_size(sequence_parallel_group(pipe.refiner.refiner)),
+        "refiner_calls": len(calls),
+    }
+    torch.save(result, Path(folder) / f"rank{rank}.pt")
+
+
+def test_the_refiner_of_the_efficient_path_is_sequence_parallel_too(tmp_path):
+    """``refine_to`` under SP=2: the refiner is sharded over the transformer's group, and the
+    high-resolution latents equal one process's."""
+    mp.spawn(_refine_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    for rank in range(2):
+        r = torch.load(tmp_path / f"rank{rank}.pt", weights_only=False)
+        assert r["shape"] and r["video"] < 1e-5
+        assert r["refiner_sp"] == 2 and r["refiner_calls"] > 0

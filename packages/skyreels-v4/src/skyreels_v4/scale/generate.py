@@ -20,6 +20,10 @@ parallelism takes the largest size that divides both the world size and the vide
 ranks left over (``world / sp``) each run a slice of the stacked conditional / unconditional batch.
 ``--guidance-parallel N`` (torchrun only, before the ``generate`` arguments) sets that number instead:
 sp = world / N.
+
+With the efficient path of paper 4.5 (``refine_to``), the pipeline's refiner (VSA in every block) is
+sequence-parallel over the same group as the transformer: it runs on the largest token count of the
+path, the high-resolution clip.
 """
 
 from __future__ import annotations
@@ -62,10 +66,13 @@ def init_from_environment(backend: str | None = None) -> bool:
     return True
 
 
-def apply_generation_parallel(transformer: Any, guidance_parallel: int | None = None) -> GenerationGroups:
+def apply_generation_parallel(
+    transformer: Any, guidance_parallel: int | None = None, *, refiner: Any = None
+) -> GenerationGroups:
     """Split all ranks into the ``guidance x sp`` grid and apply both parallelisms to ``transformer``,
     in place. ``guidance_parallel`` None: the ranks that sequence parallelism cannot use
-    (:func:`default_guidance_parallel`). Collective."""
+    (:func:`default_guidance_parallel`). ``refiner`` (a ``VideoRefiner``, or None): sharded over the
+    same sequence group. Collective."""
     if not dist.is_initialized():
         raise RuntimeError("apply_generation_parallel needs torch.distributed initialised (torchrun)")
     if guidance_parallel is None:
@@ -75,7 +82,15 @@ def apply_generation_parallel(transformer: Any, guidance_parallel: int | None = 
     groups = generation_groups(guidance_parallel)
     apply_sequence_parallel(transformer, groups.sequence)
     apply_guidance_parallel(transformer, groups.guidance)
+    if refiner is not None:
+        apply_sequence_parallel(refiner, groups.sequence)
     return groups
+
+
+def _refiner_of(pipe: Any) -> Any:
+    """The pipeline's ``VideoRefiner`` (the ``refiner/`` component), or None."""
+    component = getattr(pipe, "refiner", None)
+    return None if component is None else component.refiner
 
 
 def sequence_parallel_generate(
@@ -102,13 +117,21 @@ def sequence_parallel_generate(
     if group is not None and guidance_parallel is not None:
         raise ValueError("group, guidance_parallel: give one (a group means sequence parallelism only)")
     applied = sequence_parallel_group(pipe.transformer)
+    refiner = _refiner_of(pipe)
     if group is not None:
         if applied is None:
             apply_sequence_parallel(pipe.transformer, group)
         elif applied is not group:
             raise ValueError("pipe.transformer: sequence parallelism is already applied over another group")
+        if refiner is not None and sequence_parallel_group(refiner) is None:
+            apply_sequence_parallel(refiner, group)
     elif applied is None and getattr(pipe.transformer, "_guidance_parallel_group", None) is None:
-        apply_generation_parallel(pipe.transformer, guidance_parallel)
+        apply_generation_parallel(pipe.transformer, guidance_parallel, refiner=refiner)
+    elif refiner is not None and sequence_parallel_group(refiner) is None:
+        # The transformer was parallelised before this refiner was attached: shard it like the transformer.
+        transformer_group = sequence_parallel_group(pipe.transformer)
+        if transformer_group is not None:
+            apply_sequence_parallel(refiner, transformer_group)
     if out is not None and not Path(out).parent.is_dir():
         raise ValueError(f"out: expected a file in an existing folder, got {str(out)!r}")
     output = pipe(request, **kwargs)
@@ -160,7 +183,9 @@ def main(argv: list[str] | None = None) -> int:
         with quiet:
             code = cli.main(
                 argv,
-                on_load=lambda pipe: apply_generation_parallel(pipe.transformer, guidance_parallel),
+                on_load=lambda pipe: apply_generation_parallel(
+                    pipe.transformer, guidance_parallel, refiner=_refiner_of(pipe)
+                ),
                 writes=rank == 0,
             )
         dist.barrier()  # the file is complete before any rank returns

@@ -71,13 +71,14 @@ from skyreels_mmdit_blocks import (
     unpatchify_video,
 )
 from skyreels_mmdit_blocks.block_context import BlockContext, BlockState, Rotary
-from skyreels_refiner_vsa import GridLayout, VideoSparseAttention, attention_stage_with
+from skyreels_refiner_vsa import GridLayout, VideoRefiner, VideoSparseAttention, attention_stage_with
 
 __all__ = [
     "ShardedKeys",
     "UlyssesJointAttention",
     "UlyssesVideoKeysAttention",
     "apply_sequence_parallel",
+    "refiner_sequence_parallel_forward",
     "sequence_parallel_forward",
     "sequence_parallel_group",
     "ulysses_vsa_attend",
@@ -289,15 +290,19 @@ def sequence_parallel_group(model: nn.Module) -> dist.ProcessGroup | None:
 
 
 def apply_sequence_parallel(
-    model: JointAudioVideoTransformer, group: dist.ProcessGroup
-) -> JointAudioVideoTransformer:
+    model: JointAudioVideoTransformer | VideoRefiner, group: dist.ProcessGroup
+) -> JointAudioVideoTransformer | VideoRefiner:
     """Shard the video tokens of ``model`` over ``group`` (Ulysses), in place; see the module docstring.
 
-    Every rank of ``group`` must call the model with the same inputs (the same batch). A group of size
-    1 leaves the model unchanged. The state dict is unchanged (the swapped kernels hold no weights).
+    ``model`` is the joint transformer or the refiner of paper 4.5 (``VideoRefiner``: VSA in every
+    block, ``refiner_sequence_parallel_forward``). Every rank of ``group`` must call the model with the
+    same inputs (the same batch). A group of size 1 leaves the model unchanged. The state dict is
+    unchanged (the swapped kernels hold no weights).
     """
-    if not isinstance(model, JointAudioVideoTransformer):
-        raise TypeError(f"model must be a JointAudioVideoTransformer; got {type(model).__name__}")
+    if not isinstance(model, (JointAudioVideoTransformer, VideoRefiner)):
+        raise TypeError(
+            f"model must be a JointAudioVideoTransformer or a VideoRefiner; got {type(model).__name__}"
+        )
     if not dist.is_available() or not dist.is_initialized():
         raise RuntimeError(
             "apply_sequence_parallel needs torch.distributed initialised (torchrun / Lightning)"
@@ -310,13 +315,18 @@ def apply_sequence_parallel(
     if sequence_parallel_group(model) is not None:
         raise ValueError("model: sequence parallelism is already applied")
     size = dist.get_world_size(group)
-    heads = model.config.video.num_heads
+    refiner = isinstance(model, VideoRefiner)
+    heads = model.config.branch.num_heads if refiner else model.config.video.num_heads
     if heads % size:
         raise ValueError(
             f"sp group size {size} must divide the video heads ({heads}): Ulysses gives every rank "
             f"heads / sp of them"
         )
     if size == 1:
+        return model
+    if refiner:
+        model._sequence_parallel_group = group
+        model.forward = types.MethodType(refiner_sequence_parallel_forward, model)
         return model
     if hasattr(model, "video_vsa"):  # VSA in the base model (skyreels_v4.model.video_sparse)
         from skyreels_v4.model.video_sparse import video_sparse_layout
@@ -347,6 +357,47 @@ def _valid_keys(valid: Tensor, padded: int) -> tuple[int | None, Tensor | None]:
     if torch.equal(prefix, valid) and bool((lengths == lengths[0]).all()) and int(lengths[0]) > 0:
         return int(lengths[0]), None
     return None, nn.functional.pad(valid, (0, padded - valid.shape[1]))
+
+
+@dataclass(frozen=True, eq=False)
+class _ShardedVideo:
+    """A video branch's tokens on this rank, in the sharded order ``[generated ; references]``."""
+
+    tokens: Tensor  # [B, Ls, D]: this rank's shard (zero padding at the global end)
+    context: BlockContext  # the branch context with sharded RoPE rows and ShardedKeys as joint mask
+    keys: Tensor | None  # bool [B, N] key validity in the sharded order; None = every key valid
+    padded: int  # Lp = P·Ls
+    generated: int  # L: the generated (grid) tokens, a prefix of the sharded order
+
+
+def _shard_video(video: object, key_mask: Tensor | None, group: dist.ProcessGroup) -> _ShardedVideo:
+    """Shard an embedded video branch's tokens (``BranchInputs``) over ``group``: the generated tokens
+    first (eq. 8's references last), the RoPE rows likewise, and the joint self-attention's keys
+    (reference masking, shard padding, text padding) as ``ShardedKeys``. Shared by the joint model and
+    the refiner."""
+    rv = video.num_reference
+    num_tokens = video.latent.shape[1]
+    size = dist.get_world_size(group)
+    padded = size * shard_length(num_tokens, size)
+    order = torch.cat([torch.arange(rv, num_tokens), torch.arange(rv)]).to(video.latent.device)
+    tokens = shard_sequence(video.latent.index_select(1, order), group=group)
+    rotary = video.context.rotary
+    if rotary is not None:
+        rotary = Rotary(*(_shard_rows(t.index_select(t.ndim - 2, order), group) for t in rotary))
+    keys = None if key_mask is None else key_mask.index_select(1, order)
+    if keys is None or bool(keys.all()):
+        self_keys: tuple[int | None, Tensor | None] = (num_tokens, None)
+    else:
+        self_keys = _valid_keys(keys, padded)
+    text_keys = video.context.text_mask
+    context = replace(
+        video.context,
+        rotary=rotary,
+        joint_mask=ShardedKeys(
+            tokens.shape[1], *self_keys, text_lengths=None if text_keys is None else text_keys.valid_lengths
+        ),
+    )
+    return _ShardedVideo(tokens, context, keys, padded, num_tokens - rv)
 
 
 def sequence_parallel_forward(
@@ -403,31 +454,11 @@ def sequence_parallel_forward(
     video_time_rope, audio_time_rope = cross_modal_time_rope(
         video.positions[..., rv:, :], audio.positions[..., ra:, :], rope=self.exchange_rope
     )
-    # Video tokens in the sharded order [generated ; references], then this rank's shard.
-    num_tokens = video.latent.shape[1]
-    size = dist.get_world_size(group)
-    padded = size * shard_length(num_tokens, size)
-    generated = num_tokens - rv
-    order = torch.cat([torch.arange(rv, num_tokens), torch.arange(rv)]).to(video.latent.device)
-    tokens = shard_sequence(video.latent.index_select(1, order), group=group)
+    shard = _shard_video(video, video_key_mask, group)
+    tokens, context, keys, padded, generated = (
+        shard.tokens, shard.context, shard.keys, shard.padded, shard.generated
+    )  # fmt: skip
     local_len = tokens.shape[1]
-    rotary = video.context.rotary
-    if rotary is not None:
-        rotary = Rotary(*(_shard_rows(t.index_select(t.ndim - 2, order), group) for t in rotary))
-
-    keys = None if video_key_mask is None else video_key_mask.index_select(1, order)
-    if keys is None or bool(keys.all()):
-        self_keys: tuple[int | None, Tensor | None] = (num_tokens, None)
-    else:
-        self_keys = _valid_keys(keys, padded)
-    text_keys = video.context.text_mask
-    context = replace(
-        video.context,
-        rotary=rotary,
-        joint_mask=ShardedKeys(
-            local_len, *self_keys, text_lengths=None if text_keys is None else text_keys.valid_lengths
-        ),
-    )
     # Eq. 5 reads generated video tokens only: the references (and the padding) are never its keys.
     audio_exchange_keys: KeyPaddingMask | DenseMask | None
     if cfg.exchange_window is None:
@@ -484,6 +515,60 @@ def sequence_parallel_forward(
     return JointOutput(
         unpatchify_video(features, video.grid, cfg.video.patch_size), self.audio.finish(a_latent, audio)
     )
+
+
+def refiner_sequence_parallel_forward(
+    self: VideoRefiner,
+    refiner_input: Tensor,
+    *,
+    timestep: Tensor,
+    text_tokens: Tensor,
+    text_mask: Tensor | None = None,
+    pooled_text: Tensor | None = None,
+    guidance: Tensor | None = None,
+    reference_latents: Tensor | None = None,
+    positions: Tensor | None = None,
+    latent_key_mask: Tensor | None = None,
+) -> Tensor:
+    """``VideoRefiner.forward`` with the video tokens sharded over the refiner's group: the tokens and
+    RoPE rows as in the joint model, every block's VSA on a head chunk (``ulysses_vsa_attend``), the
+    final layer on the shard and an all-gather of its features. Same arguments and result (replicated
+    on every rank) as the single-device forward."""
+    group = sequence_parallel_group(self)
+    if group is None:
+        raise RuntimeError(
+            "refiner_sequence_parallel_forward: call apply_sequence_parallel(refiner, group) first"
+        )
+    inputs = self.branch.embed(
+        refiner_input, timestep=timestep, text_tokens=text_tokens, text_mask=text_mask,
+        pooled_text=pooled_text, guidance=guidance, reference_latents=reference_latents,
+        positions=positions, latent_key_mask=latent_key_mask,
+    )  # fmt: skip
+    layout = GridLayout(inputs.num_reference, tuple(inputs.grid))
+    shard = _shard_video(inputs, latent_key_mask, group)
+    latent, text = shard.tokens, inputs.text
+    for index, (block, vsa) in enumerate(zip(self.branch.blocks, self.vsa, strict=True)):
+        run = partial(_refiner_block, block, vsa, layout, group)
+        if index in self.branch.checkpointed_blocks and torch.is_grad_enabled():
+            latent, text = checkpoint(run, latent, text, shard.context, use_reentrant=False)
+        else:
+            latent, text = run(latent, text, shard.context)
+    features = self.branch.final_layer(latent, inputs.context.conditioning)  # [B, Ls, C·pt·ph·pw]
+    features = gather_sequence(features, group=group, global_seq_len=shard.generated)
+    return unpatchify_video(features, inputs.grid, self.branch.config.patch_size)
+
+
+def _refiner_block(
+    block: nn.Module,
+    vsa: VideoSparseAttention,
+    layout: GridLayout,
+    group: dist.ProcessGroup,
+    latent: Tensor,
+    text: Tensor,
+    ctx: BlockContext,
+) -> tuple[Tensor, Tensor]:
+    state = _ulysses_vsa_stage(block, vsa, lambda: layout, group, latent, text, ctx)
+    return block.feed_forward_stage(state)
 
 
 def _time_window_masks(
