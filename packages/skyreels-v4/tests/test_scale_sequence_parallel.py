@@ -8,8 +8,8 @@ sample (the dense-mask path); and one training step under parallelize() with FSD
 dimension and activation checkpointing; the time-local exchange (``exchange_window``), with and
 without video and audio key masks; and video sparse attention in the base model (a 2 x 4 x 8 grid in 4
 blocks, half of them kept, plus 3 reference tokens: 67 tokens over 2 ranks), with and without a masked
-reference key; and the refiner of paper 4.5 (VSA in every block) on the same grid. Tolerance: 1e-5
-relative to the largest entry (fp32).
+reference key, also under parallelize (FSDP2 + checkpointing); and the refiner of paper 4.5 (VSA in
+every block) on the same grid. Tolerance: 1e-5 relative to the largest entry (fp32).
 """
 
 from __future__ import annotations
@@ -84,17 +84,22 @@ def _vsa_model():
     return model
 
 
-def _vsa_case(rank: int, world: int, key_mask: bool) -> dict:
-    reference = _vsa_model()
-    inputs = scale_fixtures.make_inputs(reference.config)
+def _vsa_inputs(config, key_mask: bool) -> dict:
+    inputs = scale_fixtures.make_inputs(config)
     g = torch.Generator().manual_seed(3)
-    c_v = reference.config.video.in_channels
+    c_v = config.video.in_channels
     inputs["video_latents"] = torch.randn(2, c_v, 2, 8, 16, generator=g)  # grid 2 x 4 x 8 = 64 tokens
     inputs["video_reference_latents"] = torch.randn(2, c_v, 1, 2, 6, generator=g)  # 3 tokens
     if key_mask:
         keys = torch.ones(2, 67, dtype=torch.bool)
         keys[0, 1] = False
         inputs["video_key_mask"] = keys
+    return inputs
+
+
+def _vsa_case(rank: int, world: int, key_mask: bool) -> dict:
+    reference = _vsa_model()
+    inputs = _vsa_inputs(reference.config, key_mask)
     result = _sp_case(rank, world, key_mask=False, reference=reference, inputs=inputs)
     with torch.no_grad():  # the sparse attention must matter here, or the parity could not fail
         dense = scale_fixtures.make_model()
@@ -174,10 +179,10 @@ def _sp_case(rank: int, world: int, key_mask: bool, reference=None, inputs=None)
     }
 
 
-def _fsdp_sp_case(rank: int, world: int) -> dict:
-    reference = scale_fixtures.make_model()
+def _fsdp_sp_case(rank: int, world: int, reference=None, inputs=None) -> dict:
+    reference = scale_fixtures.make_model() if reference is None else reference
     model = copy.deepcopy(reference)
-    inputs = make_inputs(reference.config, key_mask=False)
+    inputs = make_inputs(reference.config, key_mask=False) if inputs is None else inputs
     ref_loss = loss_of(reference(**inputs))
     ref_loss.backward()
     mesh = build_device_mesh(ParallelDims(sp=world))
@@ -202,6 +207,7 @@ def _worker(rank: int, world: int, init_file: str, result_dir: str) -> None:
             "prefix": _sp_case(rank, world, key_mask=False),
             "dense": _sp_case(rank, world, key_mask=True),
             "fsdp": _fsdp_sp_case(rank, world),
+            "fsdp_vsa": _fsdp_sp_case(rank, world, _vsa_model(), _vsa_inputs(_vsa_model().config, True)),
             **{name: _window_case(rank, world, *case) for name, case in WINDOW_CASES.items()},
             **{name: _vsa_case(rank, world, masked) for name, masked in VSA_CASES.items()},
             **{name: _refiner_case(rank, world, masked) for name, masked in REFINER_CASES.items()},
@@ -238,8 +244,9 @@ def test_sp2_refiner_forward_and_gradients_match_one_process(two_rank_results, c
     assert r["shape"] and r["video"] < 1e-5 and r["grad"] < 1e-5
 
 
-def test_sp2_under_fsdp_with_checkpointing_matches_one_process(two_rank_results):
-    r = two_rank_results["fsdp"]
+@pytest.mark.parametrize("case", ["fsdp", "fsdp_vsa"])
+def test_sp2_under_fsdp_with_checkpointing_matches_one_process(two_rank_results, case):
+    r = two_rank_results[case]
     assert r["loss"] == pytest.approx(r["ref_loss"], rel=1e-5)
     assert r["grad"] < 1e-5
 
