@@ -52,6 +52,7 @@ from skyreels_mmdit_blocks.patch_embed import (
 )
 from skyreels_mmdit_blocks.presets import PRESET_NAMES, PresetName, joint_preset
 from skyreels_mmdit_blocks.single_stream import SingleStreamBlock
+from skyreels_mmdit_blocks.staged_block import StagedBlock
 from skyreels_mmdit_blocks.text_cross_attention import TextCrossAttention, skipping_zero_text_cross_attention
 from skyreels_mmdit_blocks.text_mask import text_lengths_from_mask
 from skyreels_mmdit_blocks.text_refiner import TextTokenRefiner, TokenRefinerBlock, masked_mean
@@ -95,6 +96,7 @@ __all__ = [
     "PresetName",
     "Rotary",
     "SingleStreamBlock",
+    "StagedBlock",
     "TextCrossAttention",
     "TextEmbeddingKind",
     "TextTokenRefiner",

@@ -25,6 +25,7 @@ from skyreels_mmdit_blocks.feed_forward import Activation, FeedForward, mlp_hidd
 from skyreels_mmdit_blocks.modulation import Modulation, modulate
 from skyreels_mmdit_blocks.multihead import HeadRMSNorm, merge_heads, split_heads
 from skyreels_mmdit_blocks.rotary import rotate_prefix
+from skyreels_mmdit_blocks.staged_block import StagedBlock
 from skyreels_mmdit_blocks.text_cross_attention import TextCrossAttention
 
 __all__ = ["DualStreamBlock"]
@@ -50,7 +51,7 @@ class _StreamAttentionInput(nn.Module):
         return self.q_norm(q), self.k_norm(k), v
 
 
-class DualStreamBlock(nn.Module):
+class DualStreamBlock(StagedBlock):
     """HunyuanVideo double-stream block with an optional zero-initialised text cross-attention.
 
     Args:
@@ -89,7 +90,7 @@ class DualStreamBlock(nn.Module):
             else None
         )
 
-    def attention_stage(
+    def _attention_stage(
         self, latent_BLD: torch.Tensor, text_BTD: torch.Tensor, ctx: BlockContext
     ) -> BlockState:
         """Joint self-attention (eqs. 1-3) and, if present, text cross-attention (eq. 4)."""
@@ -118,7 +119,7 @@ class DualStreamBlock(nn.Module):
             latent_BLD = self.text_cross_attention(latent_BLD, ctx.text_context, text_mask=ctx.text_mask)
         return BlockState(latent_BLD, text_BTD, (shift_m, scale_m, gate_m, t_shift_m, t_scale_m, t_gate_m))
 
-    def feed_forward_stage(self, state: BlockState) -> tuple[torch.Tensor, torch.Tensor]:
+    def _feed_forward_stage(self, state: BlockState) -> tuple[torch.Tensor, torch.Tensor]:
         """Gated MLP per stream, using the modulation the attention stage computed."""
         shift_m, scale_m, gate_m, t_shift_m, t_scale_m, t_gate_m = state.pending
         latent = state.latent + gate_m * self.latent_mlp(
@@ -126,9 +127,3 @@ class DualStreamBlock(nn.Module):
         )
         text = state.text + t_gate_m * self.text_mlp(modulate(_layer_norm(state.text), t_shift_m, t_scale_m))
         return latent, text
-
-    def forward(
-        self, latent_BLD: torch.Tensor, text_BTD: torch.Tensor, ctx: BlockContext
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """latent [B, L, D], text [B, Lt, D] -> (latent, text), same shapes."""
-        return self.feed_forward_stage(self.attention_stage(latent_BLD, text_BTD, ctx))

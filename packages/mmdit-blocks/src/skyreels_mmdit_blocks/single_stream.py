@@ -24,12 +24,13 @@ from skyreels_mmdit_blocks.feed_forward import mlp_hidden_dim
 from skyreels_mmdit_blocks.modulation import Modulation, modulate
 from skyreels_mmdit_blocks.multihead import HeadRMSNorm, merge_heads, split_heads
 from skyreels_mmdit_blocks.rotary import rotate_prefix
+from skyreels_mmdit_blocks.staged_block import StagedBlock
 from skyreels_mmdit_blocks.text_cross_attention import TextCrossAttention
 
 __all__ = ["SingleStreamBlock"]
 
 
-class SingleStreamBlock(nn.Module):
+class SingleStreamBlock(StagedBlock):
     """HunyuanVideo single-stream block with an optional zero-initialised text cross-attention.
 
     Args are as for ``DualStreamBlock``.
@@ -62,7 +63,7 @@ class SingleStreamBlock(nn.Module):
             else None
         )
 
-    def attention_stage(
+    def _attention_stage(
         self, latent_BLD: torch.Tensor, text_BTD: torch.Tensor, ctx: BlockContext
     ) -> BlockState:
         """The whole parallel attention + MLP update, then text cross-attention if present."""
@@ -86,12 +87,6 @@ class SingleStreamBlock(nn.Module):
             latent_BLD = self.text_cross_attention(latent_BLD, ctx.text_context, text_mask=ctx.text_mask)
         return BlockState(latent_BLD, text_BTD)
 
-    def feed_forward_stage(self, state: BlockState) -> tuple[torch.Tensor, torch.Tensor]:
+    def _feed_forward_stage(self, state: BlockState) -> tuple[torch.Tensor, torch.Tensor]:
         """Nothing left to do: the MLP ran in parallel with attention."""
         return state.latent, state.text
-
-    def forward(
-        self, latent_BLD: torch.Tensor, text_BTD: torch.Tensor, ctx: BlockContext
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """latent [B, L, D], text [B, Lt, D] -> (latent, text), same shapes."""
-        return self.feed_forward_stage(self.attention_stage(latent_BLD, text_BTD, ctx))
