@@ -90,6 +90,8 @@ def test_quickstart_writes_model_samples_and_report(tmp_path, capsys):
         ("--frame-position", "17", "--frame-position"),
         ("--frame-position", "-1", "--frame-position"),
         ("--audio-onset-weight", "-1", "--audio-onset-weight"),
+        ("--audio-phase", "17", "--audio-phase"),
+        ("--audio-phase", "-1", "--audio-phase"),
         ("--audio-onset-weight", "nan", "--audio-onset-weight"),
         ("--exchange-window", "nan", "--exchange-window"),
         ("--video-codec", "tiny --video-temporal-factor 2", "--video-temporal-factor"),
@@ -153,7 +155,7 @@ def test_images_and_switches_reach_the_cache_the_module_and_the_identity(tmp_pat
     flags = ["--train-images", "4", "--prediction", "x0_skip", "--train-shift", "3", "--pooled-text", "0"]
     flags += ["--video-patch", "2", "--lr-decay-steps", "7", "--audio-codec", "dct", "--audio-weight", "2.5"]
     flags += ["--exchange-window", "1.5", "--video-temporal-factor", "2", "--frame-position", "3"]
-    flags += ["--audio-onset-weight", "2"]
+    flags += ["--audio-onset-weight", "2", "--audio-phase", "2"]
     assert quickstart.main(["--out", str(out), *ARGS, *flags]) == 0
     cache = LatentCache(out / "cache_train")
     frames = sorted({int(cache[i]["video_latents"].shape[1]) for i in range(len(cache))})
@@ -174,7 +176,10 @@ def test_images_and_switches_reach_the_cache_the_module_and_the_identity(tmp_pat
     title = (out / "report.md").read_text().splitlines()[0]
     assert "exchange within 1.5 latent frames" in title and "video temporal factor 2" in title
     assert "frame position (3 frequencies)" in title and "audio onset weight 2" in title
-    assert saved["audio_onset_weight"] == 2.0
+    assert saved["audio_onset_weight"] == 2.0 and saved["audio_phase"] == 2
+    assert "audio time phase (2 frequencies)" in title
+    assert transformer.config.audio.time_phase_frequencies == 2
+    assert transformer.config.video.time_phase_frequencies == 0
     assert saved["video_temporal_factor"] == 2 and saved["frame_position"] == 3
     assert transformer.config.video.frame_position_frequencies == 3
     assert transformer.config.audio.frame_position_frequencies == 0

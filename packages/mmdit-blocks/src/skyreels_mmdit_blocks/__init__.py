@@ -56,6 +56,7 @@ from skyreels_mmdit_blocks.staged_block import StagedBlock
 from skyreels_mmdit_blocks.text_cross_attention import TextCrossAttention, skipping_zero_text_cross_attention
 from skyreels_mmdit_blocks.text_mask import text_lengths_from_mask
 from skyreels_mmdit_blocks.text_refiner import TextTokenRefiner, TokenRefinerBlock, masked_mean
+from skyreels_mmdit_blocks.time_phase import TimePhaseEmbedding, time_phase_features
 from skyreels_mmdit_blocks.weight_import import (
     build_video_branch_from_hunyuan,
     export_hunyuan_state_dict,
@@ -100,6 +101,7 @@ __all__ = [
     "TextCrossAttention",
     "TextEmbeddingKind",
     "TextTokenRefiner",
+    "TimePhaseEmbedding",
     "TokenRefinerBlock",
     "VideoGrid",
     "VideoPatchEmbed",
@@ -124,6 +126,7 @@ __all__ = [
     "sinusoidal_timestep_embedding",
     "skipping_zero_text_cross_attention",
     "text_lengths_from_mask",
+    "time_phase_features",
     "time_window_mask",
     "uniform_depth_mapping",
     "unpatchify_audio",

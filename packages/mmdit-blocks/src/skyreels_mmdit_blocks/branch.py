@@ -43,6 +43,7 @@ from skyreels_mmdit_blocks.patch_embed import (
 from skyreels_mmdit_blocks.single_stream import SingleStreamBlock
 from skyreels_mmdit_blocks.text_mask import text_lengths_from_mask
 from skyreels_mmdit_blocks.text_refiner import TextTokenRefiner
+from skyreels_mmdit_blocks.time_phase import TimePhaseEmbedding
 
 __all__ = ["BranchInputs", "MMDiTBranch"]
 
@@ -114,6 +115,8 @@ class MMDiTBranch(nn.Module):
         if c.frame_position_frequencies:
             frequencies = c.frame_position_frequencies
             self.frame_position = FramePositionEmbedding(dim=c.dim, num_frequencies=frequencies)
+        if c.time_phase_frequencies:
+            self.time_phase = TimePhaseEmbedding(dim=c.dim, num_frequencies=c.time_phase_frequencies)
         self.rope = RotaryEmbedding(c.rope)
         self.checkpointed_blocks: frozenset[int] = frozenset()
 
@@ -204,6 +207,8 @@ class MMDiTBranch(nn.Module):
                 f"{c.rope.num_axes}] (references then latent tokens); got {got}"
             )
         rotary = Rotary(*self.rope(positions))
+        if c.time_phase_frequencies:  # where each audio token sits between latent frames (beyond the paper)
+            tokens = tokens + self.time_phase(positions[..., 0])
 
         if (
             not isinstance(text_tokens, torch.Tensor)

@@ -57,6 +57,10 @@ class MMDiTBranchConfig:
             beyond the paper): every grid token also gets a zero-initialised projection of K sine /
             cosine frequencies of its row and column in the frame (``FramePositionEmbedding``), so it
             knows where the frame's edges are.
+        time_phase_frequencies: 0 (the paper). K > 0 (audio only, beyond the paper): every audio token
+            also gets a zero-initialised projection of ``sin / cos(2π m τ)``, ``m = 1..K``, of its time
+            ``τ`` in latent frames (``TimePhaseEmbedding``), so it knows where it sits between two video
+            latent frames.
     """
 
     modality: Modality
@@ -77,6 +81,7 @@ class MMDiTBranchConfig:
     text_cross_attention_blocks: tuple[int, ...] = ()
     attention: AttentionConfig = field(default_factory=AttentionConfig)
     frame_position_frequencies: int = 0
+    time_phase_frequencies: int = 0
 
     def __post_init__(self) -> None:
         if not isinstance(self.modality, Modality):
@@ -137,6 +142,14 @@ class MMDiTBranchConfig:
         if k and self.modality is not Modality.VIDEO:
             raise ValueError(
                 f"frame_position_frequencies: only the video branch has frames; got audio with {k}"
+            )
+        k = self.time_phase_frequencies
+        if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= 16:
+            raise ValueError(f"time_phase_frequencies must be an int in [0, 16]; got {k!r}")
+        if k and self.modality is not Modality.AUDIO:
+            raise ValueError(
+                f"time_phase_frequencies: only the audio branch sits between video latent frames; got "
+                f"video with {k}"
             )
 
     @property

@@ -123,7 +123,9 @@ def build_transformer_config(
     ``pooled_text_dim`` (both branches; ``None`` for a cache without pooled text), ``video_rope_axes``
     (the video RoPE split; it must sum to the head dim), ``video_patch_size`` (``[t, h, w]``) and
     ``video_frame_position`` (K sine / cosine frequencies of each video token's place in its frame,
-    ``MMDiTBranchConfig.frame_position_frequencies``; 0 = none, the paper).
+    ``MMDiTBranchConfig.frame_position_frequencies``; 0 = none, the paper) and ``audio_time_phase``
+    (K frequencies of each audio token's phase between video latent frames,
+    ``MMDiTBranchConfig.time_phase_frequencies``; 0 = none, the paper).
     """
     from skyreels_av_rope import RotaryConfig
 
@@ -134,11 +136,12 @@ def build_transformer_config(
     rope_axes = overrides.pop("video_rope_axes", None)
     video_patch = overrides.pop("video_patch_size", None)
     frame_position = overrides.pop("video_frame_position", None)
+    time_phase = overrides.pop("audio_time_phase", None)
     unknown = sorted(set(overrides) - set(_BRANCH_FIELDS))
     if unknown:
-        video_only = ["video_rope_axes", "video_patch_size", "video_frame_position"]
+        one_branch = ["video_rope_axes", "video_patch_size", "video_frame_position", "audio_time_phase"]
         raise SkyReelsError(
-            f"model_overrides: unknown keys {unknown}; expected some of {[*_BRANCH_FIELDS, *video_only]}"
+            f"model_overrides: unknown keys {unknown}; expected some of {[*_BRANCH_FIELDS, *one_branch]}"
         )
     try:
         alignment = AudioTimeAlignment(audio_alignment)
@@ -166,6 +169,8 @@ def build_transformer_config(
             video_changes["frame_position_frequencies"] = frame_position
         video = dataclasses.replace(video, **video_changes)
         audio_changes = {k: v for k, v in changes.items() if k not in ("text_cross_attention_blocks", "rope")}
+        if time_phase is not None:
+            audio_changes["time_phase_frequencies"] = time_phase
         audio = dataclasses.replace(
             config.audio,
             **audio_changes,

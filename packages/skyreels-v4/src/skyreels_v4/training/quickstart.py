@@ -113,6 +113,7 @@ class QuickstartSettings(argparse.Namespace):
     exchange_order: str
     exchange_window: float | None
     frame_position: int
+    audio_phase: int
     audio_onset_weight: float
 
 
@@ -260,6 +261,15 @@ def _parser() -> argparse.ArgumentParser:
         "are; docs/decisions/0014-frame-position.md) (default: 0, none, as the paper)",
     )
     ablations.add_argument(
+        "--audio-phase",
+        type=int,
+        default=0,
+        metavar="K",
+        help="give every audio token K sine / cosine frequencies of its phase between two video latent "
+        "frames (zero-initialised; RoPE alone is relative, so a token in silence cannot tell where it "
+        "sits; docs/decisions/0015-audio-time-phase.md) (default: 0, none, as the paper)",
+    )
+    ablations.add_argument(
         "--audio-onset-weight",
         type=float,
         default=0.0,
@@ -347,6 +357,8 @@ def _check(settings: QuickstartSettings) -> None:
         checks += (("--exchange-window", window, ok, "in (0, 1000]"),)
     frame_position = getattr(settings, "frame_position", 0)
     checks += (("--frame-position", frame_position, 0 <= frame_position <= 16, "in [0, 16]"),)
+    phase = getattr(settings, "audio_phase", 0)
+    checks += (("--audio-phase", phase, 0 <= phase <= 16, "in [0, 16]"),)
     onset = getattr(settings, "audio_onset_weight", 0.0)
     checks += (("--audio-onset-weight", onset, 0 <= onset <= 100 and math.isfinite(onset), "in [0, 100]"),)
     for name, value, ok, expected in checks:
@@ -497,6 +509,7 @@ def run_quickstart(settings: QuickstartSettings) -> dict:
             "pooled_text_dim": pooled,
             "video_patch_size": [1, patch, patch],
             "video_frame_position": int(identity["frame_position"]),
+            "audio_time_phase": int(identity["audio_phase"]),
         },
         prediction=settings.prediction,
         tasks=task_weights(str(identity["task_weights"])),
@@ -614,6 +627,7 @@ _IDENTITY = (
     "exchange_order",
     "exchange_window",
     "frame_position",
+    "audio_phase",
     "audio_onset_weight",
 )
 SETTINGS_FILE = "quickstart_settings.json"
@@ -628,6 +642,7 @@ _IDENTITY_DEFAULTS: dict[str, object] = {
     "exchange_window": None,
     "frame_position": 0,
     "audio_onset_weight": 0.0,
+    "audio_phase": 0,
     "prediction": "x0",
     "train_shift": 1.0,
     "train_images": 0,
@@ -695,6 +710,8 @@ def _ablation_label(settings: QuickstartSettings) -> str:
         parts.append(f"exchange within {settings.exchange_window:g} latent frames")
     if getattr(settings, "frame_position", 0):
         parts.append(f"frame position ({settings.frame_position} frequencies)")
+    if getattr(settings, "audio_phase", 0):
+        parts.append(f"audio time phase ({settings.audio_phase} frequencies)")
     if getattr(settings, "audio_onset_weight", 0.0):
         parts.append(f"audio onset weight {settings.audio_onset_weight:g}")
     return ", ".join(parts)
