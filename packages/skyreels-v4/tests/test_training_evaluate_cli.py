@@ -32,7 +32,14 @@ def test_the_command_equals_evaluate_splits_with_its_seed_and_sampling(tiny_fold
     assert written["sampling"]["audio_guidance"] == 5.0 and written["sampling"]["num_steps"] == 1
     assert sorted(written) == ["heldout_pairs", "model", "sampling"]
     assert sorted(written["heldout_pairs"]) == ["ground_truth", "v2a"]
-    for name in ("metrics.md", "metrics.json", "montage.png", "v2a_00.mp4", "v2a_01.mp4"):
+    for name in (
+        "metrics.md",
+        "metrics.json",
+        "montage.png",
+        "sync_timeline.png",
+        "v2a_00.mp4",
+        "v2a_01.mp4",
+    ):
         assert (out / "heldout_pairs" / name).stat().st_size > 0
     report = (out / "report.md").read_text()
     assert "audio_guidance 5.0" in report and "Held-out colour-shape pairs (2 clips" in report

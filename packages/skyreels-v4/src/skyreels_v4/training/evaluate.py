@@ -8,8 +8,10 @@ of ``WorldSplit.HELDOUT``):
 - ``v2a``: give the ground-truth video, generate the audio; score sync and pitch;
 - ``ground_truth``: the rendered clips themselves, the ceiling every number is read against.
 
-Writes ``metrics.json`` and ``metrics.md``, the first clips as .mp4 (H.264 + AAC), and a montage PNG
-(ground truth, generated frames, both waveforms).
+Writes ``metrics.json`` and ``metrics.md``, the first clips as .mp4 (H.264 + AAC), a montage PNG
+(ground truth, generated frames, both waveforms) and ``sync_timeline.png``: each first clip's audio
+spectrogram with the bounces seen in its video and the onsets heard in its audio marked, the two event
+lists that the sync metric matches.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ __all__ = [
     "splits_report",
     "world_for_pipeline",
     "write_generation_montage",
+    "write_sync_timeline",
 ]
 
 
@@ -129,9 +132,15 @@ def evaluate_generation(
         generated[task] = outputs
     atomic_write_json(root / "metrics.json", json_ready(results))
     atomic_write_text(root / "metrics.md", _markdown(results))
+    shown = min(4, num_clips)
     write_generation_montage(
-        root / "montage.png", items[: min(4, num_clips)], {k: v[:4] for k, v in generated.items()}, world
+        root / "montage.png", items[:shown], {k: v[:4] for k, v in generated.items()}, world
     )
+    timeline = {"ground truth": [(item["video"], item["audio"]) for item in items[:shown]]}
+    for task, outputs in generated.items():
+        if outputs[0].video is not None and outputs[0].audio is not None:
+            timeline[task] = [(o.video, crop_or_pad(o.audio, world.num_samples)) for o in outputs[:shown]]
+    write_sync_timeline(root / "sync_timeline.png", timeline, world)
     return results
 
 
@@ -320,6 +329,42 @@ def write_generation_montage(
         ax.tick_params(labelsize=6)
         if row == 0:
             ax.legend(fontsize=5, loc="upper right")
+    with atomic_path(path, ".png") as temp:
+        figure.savefig(temp, format="png")
+
+
+def write_sync_timeline(
+    path: str | os.PathLike[str],
+    clips: dict[str, Sequence[tuple[torch.Tensor, torch.Tensor]]],
+    world: WorldConfig,
+) -> None:
+    """One column per source (``{"ground truth": [(video, audio), ...], "v2a": ...}``), one row per clip:
+    the audio's spectrogram with the bounces the sync metric finds in the video (cyan, solid) and the
+    onsets it finds in the audio (green, dashed). Video ``[3, F, H, W]`` and audio ``[C, S]`` in
+    ``[-1, 1]``. A blip heard on time has a dashed line on a solid one."""
+    columns = list(clips)
+    rows = max(len(v) for v in clips.values())
+    figure = Figure(figsize=(4.2 * len(columns), 1.5 * rows + 0.5), dpi=100)
+    FigureCanvasAgg(figure)
+    config = SyncConfig(fps=world.fps, sample_rate=world.sample_rate)
+    for c, name in enumerate(columns):
+        for r, (video, audio) in enumerate(clips[name]):
+            sync = AudioVideoSync(config)
+            sync.update(video[None].clamp(-1, 1), audio[None].clamp(-1, 1))
+            (bounces,), (onsets,), _ = sync.clip_events()
+            ax = figure.add_subplot(rows, len(columns), r * len(columns) + c + 1)
+            wave = audio.mean(dim=0).double().numpy()
+            ax.specgram(wave, NFFT=256, Fs=world.sample_rate, noverlap=192, cmap="magma")
+            for t in bounces:
+                ax.axvline(float(t), color="cyan", lw=1.4)
+            for t in onsets:
+                ax.axvline(float(t), color="lime", lw=0.8, ls="--")
+            ax.set_ylim(0, min(4000, world.sample_rate / 2))
+            ax.tick_params(labelsize=6)
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(f"{name}: bounces (cyan) / onsets (green)", fontsize=7, loc="left")
+    figure.tight_layout()
     with atomic_path(path, ".png") as temp:
         figure.savefig(temp, format="png")
 
