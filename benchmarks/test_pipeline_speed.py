@@ -213,7 +213,7 @@ def test_ours_compiled_blocks(benchmark, dense_setup):
         benchmark.pedantic(lambda: ours.sample(prepared, progress=False), rounds=5, warmup_rounds=2)
     finally:
         for block in [*model.video.blocks, *model.audio.blocks]:
-            block._compiled_call_impl = None  # back to eager for later tests
+            block.uncompile()  # back to eager for later tests
 
 
 # -- VSA at 16k video tokens ---------------------------------------------------------------------

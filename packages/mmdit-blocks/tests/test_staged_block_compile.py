@@ -97,6 +97,7 @@ def test_a_deep_copy_of_a_compiled_block_runs_its_own_weights():
         torch.testing.assert_close(again, before)
         # A fresh, uncompiled block of the same weights gives the copy's result.
         plain = copy.deepcopy(twin)
-        plain.__dict__.pop("_stage_compile_options")
+        plain.uncompile()
+        assert not plain.is_compiled
         with torch.no_grad():
             torch.testing.assert_close(plain(latent, text, ctx)[0], halved, rtol=1e-5, atol=1e-6)

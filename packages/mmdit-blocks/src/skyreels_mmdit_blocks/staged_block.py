@@ -40,6 +40,11 @@ class StagedBlock(nn.Module):
         self.__dict__["_stage_compile_options"] = (args, dict(kwargs))
         self.__dict__.pop("_stage_cache", None)
 
+    def uncompile(self) -> None:
+        """Back to the eager stages (undoes ``compile``)."""
+        self.__dict__.pop("_stage_compile_options", None)
+        self.__dict__.pop("_stage_cache", None)
+
     @property
     def is_compiled(self) -> bool:
         """Whether ``compile()`` was called on this block."""
