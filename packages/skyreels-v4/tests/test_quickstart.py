@@ -68,6 +68,30 @@ def test_quickstart_writes_model_samples_and_report(tmp_path, capsys):
     assert json.loads((out / "metrics.json").read_text())["steps"] >= steps
 
 
+def _minutes(minutes: str) -> list[str]:
+    args = list(ARGS)
+    args[args.index("--minutes") + 1] = minutes
+    return args
+
+
+def test_a_moved_run_folder_keeps_resuming_from_its_newest_checkpoint(tmp_path):
+    """A run folder moved (or copied) elsewhere resumes, saves its progress over ``last.ckpt`` (not into
+    a ``last-v1.ckpt`` beside a stale one, which the next rerun would resume instead), atomically."""
+    first = tmp_path / "first"
+    assert quickstart.main(["--out", str(first), *ARGS]) == 0
+    moved = tmp_path / "moved"
+    first.rename(moved)
+    steps = []
+    for minutes in ("0.1", "0.2"):
+        assert quickstart.main(["--out", str(moved), *_minutes(minutes)]) == 0
+        done = json.loads((moved / "metrics.json").read_text())["steps"]
+        assert sorted(p.name for p in (moved / "checkpoints").iterdir()) == ["last.ckpt"]
+        checkpoint = torch.load(moved / "checkpoints" / "last.ckpt", weights_only=False, map_location="cpu")
+        assert checkpoint["global_step"] == done  # the rerun's progress is what the next rerun resumes
+        steps.append(done)
+    assert steps[1] >= steps[0] > 0
+
+
 @pytest.mark.parametrize(
     ("flag", "value", "needle"),
     [

@@ -401,6 +401,8 @@ def run_quickstart(settings: QuickstartSettings) -> dict:
 
     from skyreels_v4.io import atomic_write_text
     from skyreels_v4.pipeline import GenerationDefaults, SamplingConfig, SkyReelsV4Pipeline
+    from skyreels_v4.runs.checkpoints import AtomicCheckpointIO
+    from skyreels_v4.runs.recipe import find_last_checkpoint
     from skyreels_v4.text import EmbeddedTextEncoder, EmbeddedTextEncoderConfig
     from skyreels_v4.training.cache import CACHE_INDEX, build_latent_cache, world_samples
     from skyreels_v4.training.data import LatentCacheDataModule
@@ -531,7 +533,6 @@ def run_quickstart(settings: QuickstartSettings) -> dict:
         exchange_window=getattr(settings, "exchange_window", None),
     )
     checkpoints = root / "checkpoints"
-    last = checkpoints / "last.ckpt"
     trainer = L.Trainer(
         accelerator="cpu",
         devices=1,
@@ -545,12 +546,22 @@ def run_quickstart(settings: QuickstartSettings) -> dict:
         default_root_dir=str(root),
         logger=CSVLogger(str(root), name="logs"),  # one version per (re)run: history is kept
         callbacks=[
-            ModelCheckpoint(dirpath=str(checkpoints), save_last=True, save_top_k=0, every_n_train_steps=100),
+            # Always last.ckpt: Lightning's version counter would write last-v1.ckpt beside a last.ckpt
+            # that a moved or copied run folder brings along, and a later rerun would resume the stale one.
+            ModelCheckpoint(
+                dirpath=str(checkpoints),
+                save_last=True,
+                save_top_k=0,
+                every_n_train_steps=100,
+                enable_version_counter=False,
+            ),
             TQDMProgressBar(refresh_rate=10),
         ],
+        plugins=[AtomicCheckpointIO()],  # a kill during a save leaves the previous checkpoint whole
         enable_model_summary=False,
     )
-    trainer.fit(module, data, ckpt_path=str(last) if last.exists() else None)
+    last = find_last_checkpoint(trainer)  # the recipes' rule: the newest last*.ckpt
+    trainer.fit(module, data, ckpt_path=None if last is None else str(last))
     sessions = sorted((root / "logs").glob("version_*"), key=lambda p: int(p.name.split("_")[-1]))
     plot_loss_curves([p / "metrics.csv" for p in sessions], root / "loss_curves.png")
 
