@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from matplotlib import mlab
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch.utils.data import default_collate
@@ -354,7 +355,10 @@ def write_sync_timeline(
             (bounces,), (onsets,), _ = sync.clip_events()
             ax = figure.add_subplot(rows, len(columns), r * len(columns) + c + 1)
             wave = audio.mean(dim=0).double().numpy()
-            ax.specgram(wave, NFFT=256, Fs=world.sample_rate, noverlap=192, cmap="magma")
+            power, freqs, _ = mlab.specgram(wave, NFFT=256, Fs=world.sample_rate, noverlap=192)
+            decibels = 10 * np.log10(power + 1e-12)  # a floor: exact silence would be -inf (blank)
+            extent = (0.0, len(wave) / world.sample_rate, float(freqs[0]), float(freqs[-1]))
+            ax.imshow(decibels, origin="lower", aspect="auto", extent=extent, cmap="magma", vmin=-120)
             for t in bounces:
                 ax.axvline(float(t), color="cyan", lw=1.4)
             for t in onsets:
