@@ -163,6 +163,50 @@ def test_nonfinite_batch_is_skipped_when_configured(tmp_path):
     assert module.w.item() == pytest.approx(0.8**4, rel=1e-6)
 
 
+class _SqrtAtZero(L.LightningModule):
+    """Loss sqrt(b) + a²: finite (0 at b·x = 0) with a NaN gradient of ``b`` (0 · inf) at the second step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = torch.nn.Parameter(torch.ones(3))
+        self.b = torch.nn.Parameter(torch.ones(2))
+
+    def training_step(self, batch, batch_idx):
+        b = self.b * batch[0]  # batch 1 is 0: d sqrt(b·0)/db = 0 · inf
+        return b.sqrt().sum() + (self.a**2).sum()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    def train_dataloader(self):
+        return torch.utils.data.DataLoader(torch.tensor([[1.0], [0.0], [1.0]]), batch_size=1)
+
+
+def test_a_nonfinite_gradient_is_named_before_the_step(tmp_path):
+    trainer = L.Trainer(
+        max_steps=3, accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+        enable_checkpointing=False, callbacks=[NonFiniteGuard("stop")], default_root_dir=tmp_path,
+    )  # fmt: skip
+    module = _SqrtAtZero()
+    expected = r"gradient of 'b': 2 NaN and 0 inf of 2 values at global step 1"
+    with pytest.raises(NonFiniteError, match=expected):
+        trainer.fit(module)
+    assert torch.isfinite(module.b).all()  # the step that would have used it never ran
+
+
+def test_all_finite_is_exact_when_the_sum_overflows():
+    from skyreels_v4.io import all_finite
+
+    big = torch.full((4,), 3e38)
+    assert not torch.isfinite(big.sum()) and all_finite(big)  # the exact test decides
+    assert all_finite(big.half().float()) is False  # 3e38 is inf in float16
+    assert not all_finite(torch.tensor([1.0, float("nan")]))
+    assert not all_finite(torch.tensor([float("-inf"), 2.0]))
+    assert all_finite(torch.tensor([1, 2]))  # integers are finite
+    assert all_finite(torch.empty(0))
+    assert not all_finite(torch.tensor([complex(1, float("inf"))]))
+
+
 def test_finite_checks_switch():
     import skyreels_attention as lower
 

@@ -95,6 +95,55 @@ def test_cache_holds_the_encoded_clips(cache_dir, components):
     assert (cache_dir / "components" / "video_vae").is_dir()
 
 
+def test_cache_items_read_their_own_rows_of_the_shard(cache_dir):
+    # Items are read row by row from memory-mapped shards: equal to the whole shard's rows, copies
+    # (editing one in place leaves the next read alone), and picklable for data-loader workers.
+    import pickle
+
+    from skyreels_v4.io import read_safetensors
+
+    cache = LatentCache(cache_dir, max_open_shards=1)
+    for position in range(len(cache)):
+        item, entry = cache[position], cache.items[position]
+        shard = read_safetensors(cache_dir / entry["shard"])
+        row = int(entry["row"])
+        n = int(shard["text_mask"][row].sum())
+        assert torch.equal(item["video_latents"], shard["video_latents"][row])
+        assert torch.equal(item["audio_latents"], shard["audio_latents"][row])
+        assert torch.equal(item["text_tokens"], shard["text_tokens"][row, :n])
+    assert len(cache._handles) == 1  # the LRU of open shard files
+    first = cache[0]
+    expected = first["video_latents"].clone()
+    first["video_latents"].zero_()
+    assert torch.equal(cache[0]["video_latents"], expected)
+    clone = pickle.loads(pickle.dumps(cache))
+    assert torch.equal(clone[3]["audio_latents"], cache[3]["audio_latents"])
+
+
+def test_a_nan_in_a_cache_shard_is_named_when_its_row_is_read(cache_dir, tmp_path):
+    import shutil
+
+    from skyreels_v4.errors import FileFormatError, NonFiniteError
+    from skyreels_v4.io import read_safetensors, save_safetensors
+
+    copy = tmp_path / "cache"
+    shutil.copytree(cache_dir, copy)
+    entry = LatentCache(copy).items[7]
+    shard = read_safetensors(copy / entry["shard"])
+    shard["audio_latents"][int(entry["row"]), 0, 1] = float("inf")
+    save_safetensors(copy / entry["shard"], shard)
+    cache = LatentCache(copy)
+    neighbour = next(i for i, e in enumerate(cache.items) if e["shard"] == entry["shard"] and i != 7)
+    cache[neighbour]  # the other rows of that shard still read
+    with pytest.raises(NonFiniteError) as caught:
+        cache[7]
+    for word in (entry["shard"], "'audio_latents'", f"row {entry['row']}"):
+        assert word in str(caught.value)
+    (copy / entry["shard"]).write_bytes(b"\x08" + bytes(7))  # truncated
+    with pytest.raises(FileFormatError, match=entry["shard"]):
+        LatentCache(copy)[7]
+
+
 def test_bucket_sampler_is_deterministic_and_resumes_mid_epoch(cache_dir):
     cache = LatentCache(cache_dir)
     sampler = BucketBatchSampler(cache, batch_size=3, seed=5)

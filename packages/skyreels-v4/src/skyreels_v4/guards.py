@@ -30,6 +30,7 @@ import skyreels_attention
 import skyreels_audio_vae
 import skyreels_flow_matching
 from skyreels_v4.errors import NonFiniteError
+from skyreels_v4.io import all_finite
 
 __all__ = [
     "ENV_VAR",
@@ -112,9 +113,7 @@ def check_finite(tensor: Tensor | float, name: str, *, force: bool = False) -> N
         return
     if not isinstance(tensor, Tensor):
         raise TypeError(f"{name}: expected a tensor, got {type(tensor).__name__}")
-    if not (tensor.is_floating_point() or tensor.is_complex()):
-        return
-    if not bool(torch.isfinite(tensor).all()):
+    if not all_finite(tensor):
         raise NonFiniteError(f"{name}: expected finite values, got {_describe(tensor)}")
 
 
@@ -184,9 +183,17 @@ class NonFiniteGuard(L.Callback):
         parameters = [p for group in optimizer.param_groups for p in group["params"]]
         bad = self._bad_batch
         if bad is None:
+            grads = list(_gradients(parameters))
+            suspects = grads
+            if grads and all(type(g) is Tensor for _, g in grads):
+                # One reduction over every gradient: a finite total proves them all finite, so the
+                # per-tensor search (sharded DTensor gradients always take it) runs only when it is not.
+                device = grads[0][1].device
+                total = torch.stack([g.detach().sum().float().to(device) for _, g in grads]).sum()
+                suspects = [] if bool(torch.isfinite(total)) else grads
             names = {id(p): n for n, p in pl_module.named_parameters()}
-            for parameter, grad in _gradients(parameters):
-                if not bool(torch.isfinite(grad).all()):
+            for parameter, grad in suspects:
+                if not all_finite(grad):
                     name = names.get(id(parameter), "<unnamed>")
                     bad = f"gradient of {name!r}: {_describe(grad)} at {self._where()}"
                     break

@@ -1,6 +1,7 @@
 """Files: atomic writes and typed, path-naming reads of JSON and safetensors."""
 
 from skyreels_v4.io.files import (
+    all_finite,
     atomic_path,
     atomic_write_json,
     atomic_write_text,
@@ -11,6 +12,7 @@ from skyreels_v4.io.files import (
 )
 
 __all__ = [
+    "all_finite",
     "atomic_path",
     "atomic_write_json",
     "atomic_write_text",

@@ -59,7 +59,14 @@ from skyreels_v4.errors import (
     PromptError,
     SkyReelsError,
 )
-from skyreels_v4.io import atomic_write_json, read_json, read_safetensors, save_safetensors
+from skyreels_v4.io import (
+    all_finite,
+    atomic_write_json,
+    read_json,
+    read_safetensors,
+    safetensors_keys,
+    save_safetensors,
+)
 from skyreels_v4.prompts import SegmentOrder, combined_prompt, has_shot_markup, parse_multishot, parse_prompt
 
 __all__ = [
@@ -618,7 +625,10 @@ def build_latent_cache(
 
 
 class LatentCache:
-    """Read access to a built cache: items by position, shards loaded lazily (a small LRU)."""
+    """Read access to a built cache: items by position. Shard files are memory-mapped (an LRU of
+    ``max_open_shards`` open files) and an item reads its own rows only, checked for NaN/inf; so a
+    random batch costs its items' bytes, not its shards' (the operating system's page cache keeps what
+    is read often)."""
 
     def __init__(self, folder: str | os.PathLike[str], *, max_open_shards: int = 8) -> None:
         self.root = Path(folder)
@@ -633,7 +643,7 @@ class LatentCache:
         self.index = index
         self.items: list[dict[str, Any]] = index["items"]
         self.buckets = {b["id"]: b for b in index["buckets"]}
-        self._shards: OrderedDict[str, dict[str, Tensor]] = OrderedDict()
+        self._handles: OrderedDict[str, Any] = OrderedDict()
         self._max_open = max_open_shards
         empty = read_safetensors(self.root / "empty_prompt.safetensors", check_finite=True)
         self.empty_prompt: Tensor = empty["text_tokens"]
@@ -665,34 +675,61 @@ class LatentCache:
     def bucket_of(self, position: int) -> int:
         return int(self.items[position]["bucket"])
 
-    def _shard(self, name: str) -> dict[str, Tensor]:
-        shard = self._shards.get(name)
-        if shard is None:
-            shard = read_safetensors(self.root / name, check_finite=True)
-            self._shards[name] = shard
-            while len(self._shards) > self._max_open:
-                self._shards.popitem(last=False)
-        else:
-            self._shards.move_to_end(name)
-        return shard
+    def _handle(self, name: str) -> Any:
+        """The open (memory-mapped) shard file ``name``; its header is checked when it is opened."""
+        handle = self._handles.get(name)
+        if handle is not None:
+            self._handles.move_to_end(name)
+            return handle
+        from safetensors import SafetensorError, safe_open
+
+        path = self.root / name
+        safetensors_keys(path)  # typed errors for a missing, truncated or corrupt file
+        try:
+            handle = safe_open(str(path), framework="pt", device="cpu")
+        except SafetensorError as error:
+            raise FileFormatError(path, f"corrupt safetensors file ({error})") from error
+        self._handles[name] = handle
+        while len(self._handles) > self._max_open:
+            self._handles.popitem(last=False)
+        return handle
+
+    def _read(self, handle: Any, shard: str, key: str, index: tuple) -> Tensor:
+        """Rows ``index`` of tensor ``key``: only their bytes are read, copied out of the mapping (the
+        mapped view would carry in-place edits into later reads) and checked for NaN/inf."""
+        try:
+            value = handle.get_slice(key)[index].clone()
+        except Exception as error:  # SafetensorError (no such tensor) or IndexError (no such row)
+            raise FileFormatError(self.root / shard, f"cannot read {key!r} rows {index}: {error}") from error
+        if not all_finite(value):
+            where = f"{self.root / shard}: tensor {key!r} row {index[0]}"
+            raise NonFiniteError(f"{where} holds NaN or inf values")
+        return value
 
     def __getitem__(self, position: int) -> dict[str, Any]:
         item = self.items[position]
-        shard = self._shard(item["shard"])
-        row = item["row"]
-        length = int(shard["text_mask"][row].sum())
+        shard, row = item["shard"], int(item["row"])
+        handle = self._handle(shard)
+        keys = set(handle.keys())
+        length = int(self._read(handle, shard, "text_mask", (row,)).sum())
         out = {
-            "video_latents": shard["video_latents"][row],
-            "audio_latents": shard["audio_latents"][row],
-            "text_tokens": shard["text_tokens"][row, :length],
+            "video_latents": self._read(handle, shard, "video_latents", (row,)),
+            "audio_latents": self._read(handle, shard, "audio_latents", (row,)),
+            "text_tokens": self._read(handle, shard, "text_tokens", (row, slice(0, length))),
             "index": position,
             "bucket": item["bucket"],
         }
-        if "text_pooled" in shard:
-            out["pooled_text"] = shard["text_pooled"][row]
-        if "keyframe_latents" in shard:
-            out["keyframe_latents"] = shard["keyframe_latents"][row]
+        if "text_pooled" in keys:
+            out["pooled_text"] = self._read(handle, shard, "text_pooled", (row,))
+        if "keyframe_latents" in keys:
+            out["keyframe_latents"] = self._read(handle, shard, "keyframe_latents", (row,))
         return out
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Open files do not travel to data-loader worker processes; each reopens what it reads.
+        state = dict(self.__dict__)
+        state["_handles"] = OrderedDict()
+        return state
 
 
 def collate_cache_items(items: list[dict[str, Any]]) -> dict[str, Tensor]:
