@@ -92,10 +92,22 @@ def test_a_moved_run_folder_keeps_resuming_from_its_newest_checkpoint(tmp_path):
     assert steps[1] >= steps[0] > 0
 
 
+def test_max_steps_stops_at_that_step_and_a_rerun_with_more_continues(tmp_path):
+    out = tmp_path / "qs"
+    for budget in (2, 5):  # minutes to spare: the step budget ends both runs
+        assert quickstart.main(["--out", str(out), *_minutes("5"), "--max-steps", str(budget)]) == 0
+        assert json.loads((out / "metrics.json").read_text())["steps"] == budget
+        checkpoint = torch.load(out / "checkpoints" / "last.ckpt", weights_only=False, map_location="cpu")
+        assert checkpoint["global_step"] == budget
+    assert json.loads((out / "quickstart_settings.json").read_text()).get("max_steps") is None  # not identity
+
+
 @pytest.mark.parametrize(
     ("flag", "value", "needle"),
     [
         ("--minutes", "0", "--minutes"),
+        ("--max-steps", "0", "--max-steps"),
+        ("--max-steps", "-3", "--max-steps"),
         ("--frames", "10", "--frames"),
         ("--size", "12", "--size"),
         ("--max-objects", "9", "--max-objects"),

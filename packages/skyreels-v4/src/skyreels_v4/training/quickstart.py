@@ -93,6 +93,7 @@ class QuickstartSettings(argparse.Namespace):
     size: int
     frames: int
     batch_size: int
+    max_steps: int | None
     steps: int
     video_guidance: float
     audio_guidance: float
@@ -146,6 +147,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     for flag, kind, text in options:
         parser.add_argument(flag, type=kind, default=None, help=f"{text} (default: from --preset)")
+    parser.add_argument(
+        "--max-steps",
+        type=int,
+        default=None,
+        help="stop training at this global step even if time is left (a machine-independent budget; "
+        "a rerun with a larger value or none continues the run) (default: none, the time budget alone)",
+    )
     parser.add_argument("--batch-size", type=int, default=8, help="clips per step (default: %(default)s)")
     parser.add_argument(
         "--steps", type=int, default=16, help="sampling steps when generating (default: %(default)s)"
@@ -289,7 +297,15 @@ def _apply_preset(settings: QuickstartSettings) -> QuickstartSettings:
 
 
 def _check(settings: QuickstartSettings) -> None:
+    max_steps = getattr(settings, "max_steps", None)
     checks = (
+        (
+            "--max-steps",
+            max_steps,
+            max_steps is None
+            or (not isinstance(max_steps, bool) and isinstance(max_steps, int) and max_steps > 0),
+            "a positive number of steps",
+        ),
         (
             "--minutes",
             settings.minutes,
@@ -536,7 +552,7 @@ def run_quickstart(settings: QuickstartSettings) -> dict:
     trainer = L.Trainer(
         accelerator="cpu",
         devices=1,
-        max_steps=-1,
+        max_steps=-1 if getattr(settings, "max_steps", None) is None else int(settings.max_steps),
         max_time={"minutes": settings.minutes},
         gradient_clip_val=1.0,
         log_every_n_steps=10,
