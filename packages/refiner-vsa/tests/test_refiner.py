@@ -116,6 +116,28 @@ def test_every_parameter_gets_a_gradient_when_sparse(tiny_base, block_selections
     assert all(blocks == 4 and attended.eq(2).all() for attended, blocks in block_selections)
 
 
+def test_each_block_runs_vsa_as_its_own_attention_stage_and_copies_keep_theirs(tiny_base, block_selections):
+    # The VSA stage is the block's own ``attention_stage`` (what FSDP2 and sequence parallelism wrap);
+    # a deep copy's blocks run the copy's VSA gates, not the original's.
+    import copy
+
+    refiner = refiner_from_base(tiny_base, vsa=VSAConfig(sparsity=0.5))
+    x = _branch_inputs(tiny_base.config, batch=1, grid=(2, 16, 16), text=4)
+    inp = torch.cat([x["vim"], x["u"]], 1)
+    with pytest.raises(RuntimeError, match="outside its forward"):
+        refiner.branch.blocks[0].attention_stage(None, None, None)
+    with torch.no_grad():
+        before = refiner(inp, **x["kwargs"])
+        assert len(block_selections) == len(refiner.vsa)  # every block's attention stage ran VSA
+        twin = copy.deepcopy(refiner)
+        for vsa in twin.vsa:
+            vsa.gate.bias.fill_(1.0)  # open the copy's gates: its output moves, the original's not
+        moved = twin(inp, **x["kwargs"])
+        assert torch.equal(refiner(inp, **x["kwargs"]), before)
+        assert (moved - before).abs().max() > 1e-3
+        assert twin.branch.blocks[0].attention_stage.args[:2] == (twin.branch.blocks[0], twin.vsa[0])
+
+
 def test_activation_checkpointing_gives_the_same_gradients(tiny_base, block_selections):
     refiner = refiner_from_base(tiny_base, vsa=VSAConfig(sparsity=0.5))
     # Token grid (2, 8, 8) = 2 blocks, K = 1: the recomputation must choose the same blocks.

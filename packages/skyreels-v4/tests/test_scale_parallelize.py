@@ -107,10 +107,53 @@ def test_fsdp2_step_matches_one_process(dims, ac):
     assert result["worst_grad"] < 1e-5
 
 
+def _refiner_worker(rank: int, world: int, init_file: str, result_dir: str):
+    """The refiner (VSA in every block) under FSDP2 over 2 data-parallel ranks, half a batch each."""
+    import scale_fixtures
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        torch.set_num_threads(1)
+        reference = scale_fixtures.refiner_reference()
+        model = copy.deepcopy(reference)
+        inputs, target = scale_fixtures.refiner_inputs(reference.config, key_mask=True)
+        ref_loss = (reference(**inputs) - target).square().mean()
+        ref_loss.backward()
+        parallelize(
+            model, build_device_mesh(ParallelDims(dp_shard=world)), mixed_precision=MixedPrecision.FP32,
+            activation_checkpointing=ActivationCheckpointing.EVERY_OTHER,
+        )  # fmt: skip
+        rows = slice(rank, rank + 1)
+        mine = {k: v[rows] for k, v in inputs.items()}
+        loss = (model(**mine) - target[rows]).square().mean()
+        loss.backward()
+        mean_loss = loss.detach().clone()
+        dist.all_reduce(mean_loss)
+        worst = 0.0
+        for p, q in zip(model.parameters(), reference.parameters(), strict=True):
+            scale = q.grad.abs().max().clamp_min(1e-12)
+            worst = max(worst, ((p.grad.full_tensor() - q.grad).abs().max() / scale).item())
+        if rank == 0:
+            torch.save(
+                {"loss": mean_loss.item() / world, "ref_loss": ref_loss.item(), "worst_grad": worst},
+                os.path.join(result_dir, "result.pt"),
+            )
+    finally:
+        dist.destroy_process_group()
+
+
+def test_fsdp2_refiner_step_matches_one_process():
+    with tempfile.TemporaryDirectory() as folder:
+        mp.spawn(_refiner_worker, args=(2, os.path.join(folder, "init"), folder), nprocs=2, join=True)
+        result = torch.load(os.path.join(folder, "result.pt"), weights_only=True)
+    assert result["loss"] == pytest.approx(result["ref_loss"], rel=1e-5)
+    assert result["worst_grad"] < 1e-5
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="dp_shard"):
         ParallelDims(dp_shard=0)
-    with pytest.raises(TypeError, match="model must be a JointAudioVideoTransformer"):
+    with pytest.raises(TypeError, match="model must be a JointAudioVideoTransformer or a VideoRefiner"):
         parallelize(torch.nn.Linear(2, 2), None)  # type: ignore[arg-type]
     with pytest.raises(RuntimeError, match=r"torch\.distributed"):
         build_device_mesh(ParallelDims())

@@ -9,7 +9,8 @@ dimension and activation checkpointing; the time-local exchange (``exchange_wind
 without video and audio key masks; and video sparse attention in the base model (a 2 x 4 x 8 grid in 4
 blocks, half of them kept, plus 3 reference tokens: 67 tokens over 2 ranks), with and without a masked
 reference key, also under parallelize (FSDP2 + checkpointing); and the refiner of paper 4.5 (VSA in
-every block) on the same grid. Tolerance: 1e-5 relative to the largest entry (fp32).
+every block) on the same grid, alone and under parallelize (FSDP2 over the sp ranks + checkpointing).
+Tolerance: 1e-5 relative to the largest entry (fp32).
 """
 
 from __future__ import annotations
@@ -109,30 +110,9 @@ def _vsa_case(rank: int, world: int, key_mask: bool) -> dict:
 
 def _refiner_case(rank: int, world: int, key_mask: bool) -> dict:
     """The refiner (``VideoRefiner``) under SP=2 against one process: forward and gradients."""
-    from skyreels_refiner_vsa import VSAConfig, refiner_from_base
-
-    base = scale_fixtures.make_model()
-    torch.manual_seed(6)
-    reference = refiner_from_base(base.video, vsa=VSAConfig(sparsity=0.5, cube=(1, 4, 4), backend="torch"))
-    with torch.no_grad():  # the widened patch embedding and the gates start at zero
-        for p in reference.parameters():
-            if not p.any():
-                p.normal_(std=0.05)
+    reference = scale_fixtures.refiner_reference()
     model = apply_sequence_parallel(copy.deepcopy(reference), dist.group.WORLD)
-    g = torch.Generator().manual_seed(4)
-    channels = reference.config.branch.in_channels
-    inputs = {
-        "refiner_input": torch.randn(2, channels, 2, 8, 16, generator=g),
-        "timestep": torch.tensor([250.0, 800.0]),
-        "text_tokens": torch.randn(2, 5, reference.config.branch.text_dim, generator=g),
-        "text_mask": torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]),
-        "reference_latents": torch.randn(2, channels, 1, 2, 6, generator=g),
-    }
-    if key_mask:
-        keys = torch.ones(2, 67, dtype=torch.bool)
-        keys[1, 2] = False
-        inputs["latent_key_mask"] = keys
-    target = torch.randn(2, reference.config.branch.out_channels, 2, 8, 16, generator=g)
+    inputs, target = scale_fixtures.refiner_inputs(reference.config, key_mask)
     ref_out = reference(**inputs)
     (ref_out - target).square().mean().backward()
     out = model(**inputs)
@@ -143,6 +123,30 @@ def _refiner_case(rank: int, world: int, key_mask: bool) -> dict:
         dist.all_reduce(grad)
         worst = max(worst, _relative(grad / world, q.grad))
     return {"video": _relative(out, ref_out), "grad": worst, "shape": out.shape == ref_out.shape}
+
+
+def _fsdp_sp_refiner_case(rank: int, world: int) -> dict:
+    """The refiner under parallelize (SP = 2, FSDP2 over the sp ranks, full checkpointing)."""
+    reference = scale_fixtures.refiner_reference()
+    model = copy.deepcopy(reference)
+    inputs, target = scale_fixtures.refiner_inputs(reference.config, key_mask=True)
+    ref_loss = (reference(**inputs) - target).square().mean()
+    ref_loss.backward()
+    mesh = build_device_mesh(ParallelDims(sp=world))
+    parallelize(
+        model, mesh, mixed_precision=MixedPrecision.FP32,
+        activation_checkpointing=ActivationCheckpointing.FULL,
+    )  # fmt: skip
+    loss = (model(**inputs) - target).square().mean()
+    loss.backward()
+    worst = max(
+        _relative(p.grad.full_tensor(), q.grad)
+        for p, q in zip(model.parameters(), reference.parameters(), strict=True)
+    )
+    sharded = all(
+        p.to_local().numel() < p.numel() for p in model.branch.blocks[0].parameters() if p.numel() > 1
+    )
+    return {"loss": loss.item(), "ref_loss": ref_loss.item(), "grad": worst, "sharded": sharded}
 
 
 REFINER_CASES = {"refiner": False, "refiner_masked": True}
@@ -211,6 +215,7 @@ def _worker(rank: int, world: int, init_file: str, result_dir: str) -> None:
             **{name: _window_case(rank, world, *case) for name, case in WINDOW_CASES.items()},
             **{name: _vsa_case(rank, world, masked) for name, masked in VSA_CASES.items()},
             **{name: _refiner_case(rank, world, masked) for name, masked in REFINER_CASES.items()},
+            "fsdp_refiner": _fsdp_sp_refiner_case(rank, world),
         }
         if rank == 0:
             torch.save(results, os.path.join(result_dir, "result.pt"))
@@ -244,10 +249,11 @@ def test_sp2_refiner_forward_and_gradients_match_one_process(two_rank_results, c
     assert r["shape"] and r["video"] < 1e-5 and r["grad"] < 1e-5
 
 
-@pytest.mark.parametrize("case", ["fsdp", "fsdp_vsa"])
+@pytest.mark.parametrize("case", ["fsdp", "fsdp_vsa", "fsdp_refiner"])
 def test_sp2_under_fsdp_with_checkpointing_matches_one_process(two_rank_results, case):
     r = two_rank_results[case]
     assert r["loss"] == pytest.approx(r["ref_loss"], rel=1e-5)
+    assert r.get("sharded", True)
     assert r["grad"] < 1e-5
 
 

@@ -16,12 +16,20 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from functools import partial
 
 import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from skyreels_mmdit_blocks import MMDiTBranch, MMDiTBranchConfig, Modality, VideoPatchEmbed, widen_patch_embed
+from skyreels_mmdit_blocks import (
+    BlockState,
+    MMDiTBranch,
+    MMDiTBranchConfig,
+    Modality,
+    VideoPatchEmbed,
+    widen_patch_embed,
+)
 from skyreels_refiner_vsa.refiner_blocks import GridLayout, vsa_attention_stage
 from skyreels_refiner_vsa.vsa_module import VideoSparseAttention, VSAConfig
 
@@ -71,6 +79,19 @@ def refiner_config_from_base(base: MMDiTBranchConfig, *, vsa: VSAConfig) -> Vide
     return VideoRefinerConfig(branch=replace(base, in_channels=3 * c + 1), vsa=vsa)
 
 
+@dataclass
+class _LayoutSlot:
+    layout: GridLayout | None = None
+
+
+def _vsa_stage(
+    block: nn.Module, vsa: VideoSparseAttention, slot: _LayoutSlot, latent: Tensor, text: Tensor, context
+) -> BlockState:
+    if slot.layout is None:
+        raise RuntimeError("the refiner's blocks ran outside its forward (no grid layout recorded)")
+    return vsa_attention_stage(block, vsa, latent, text, context, slot.layout)
+
+
 class VideoRefiner(nn.Module):
     """Velocity of the high-res latents given ``Concat(V, I, M, U)``, with VSA in every block."""
 
@@ -85,6 +106,12 @@ class VideoRefiner(nn.Module):
             VideoSparseAttention(dim=b.dim, num_heads=b.num_heads, config=config.vsa)
             for _ in range(b.num_blocks)
         )
+        # Each block's attention stage *is* its VSA stage: installed as the block's own method, so
+        # that code wrapping a block's stages (FSDP2's registered forward methods, sequence
+        # parallelism) sees the whole block; the grid layout of the current forward sits in a slot.
+        self._layout = _LayoutSlot()
+        for block, vsa in zip(self.branch.blocks, self.vsa, strict=True):
+            block.attention_stage = partial(_vsa_stage, block, vsa, self._layout)
 
     def set_sparsity(self, sparsity: float) -> None:
         """Every block's VSA sparsity (the training ramp calls this each step)."""
@@ -95,12 +122,21 @@ class VideoRefiner(nn.Module):
         """Recompute block activations in backward: True = every block, or the block indices."""
         self.branch.set_activation_checkpointing(blocks)
 
-    def _run_block(
-        self, index: int, latent: Tensor, text: Tensor, context, layout: GridLayout
-    ) -> tuple[Tensor, Tensor]:
+    def _run_block(self, index: int, latent: Tensor, text: Tensor, context) -> tuple[Tensor, Tensor]:
         block = self.branch.blocks[index]
-        state = vsa_attention_stage(block, self.vsa[index], latent, text, context, layout)
-        return block.feed_forward_stage(state)
+        return block.feed_forward_stage(block.attention_stage(latent, text, context))
+
+    @property
+    def grid_layout(self) -> GridLayout:
+        """Where the current forward's grid tokens sit (set by ``forward`` before the blocks run)."""
+        if self._layout.layout is None:
+            raise RuntimeError("the refiner's blocks ran outside its forward (no grid layout recorded)")
+        return self._layout.layout
+
+    def set_grid_layout(self, layout: GridLayout) -> None:
+        """Record the grid layout the blocks' VSA stages use (``forward`` does; so does code that runs
+        the blocks its own way, e.g. a sequence-parallel forward)."""
+        self._layout.layout = layout
 
     def forward(
         self,
@@ -138,15 +174,15 @@ class VideoRefiner(nn.Module):
             positions=positions,
             latent_key_mask=latent_key_mask,
         )
-        layout = GridLayout(inputs.num_reference, tuple(inputs.grid))
+        self.set_grid_layout(GridLayout(inputs.num_reference, tuple(inputs.grid)))
         latent, text = inputs.latent, inputs.text
         for index in range(len(self.vsa)):
             if index in self.branch.checkpointed_blocks and torch.is_grad_enabled():
                 latent, text = checkpoint(
-                    self._run_block, index, latent, text, inputs.context, layout, use_reentrant=False
+                    self._run_block, index, latent, text, inputs.context, use_reentrant=False
                 )
             else:
-                latent, text = self._run_block(index, latent, text, inputs.context, layout)
+                latent, text = self._run_block(index, latent, text, inputs.context)
         return self.branch.finish(latent, inputs)
 
 

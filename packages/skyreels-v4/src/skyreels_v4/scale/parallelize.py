@@ -1,12 +1,13 @@
 """``parallelize``: the one place that applies FSDP2/HSDP, mixed precision, activation checkpointing
-and regional ``torch.compile`` to a built ``JointAudioVideoTransformer`` (issue 15; ARCHITECTURE.md
-section 6). The model code stays single-device, as torchtitan separates ``parallelize`` from the
-model definition.
+and regional ``torch.compile`` to a built ``JointAudioVideoTransformer`` or the refiner of paper 4.5
+(``VideoRefiner``) (issue 15; ARCHITECTURE.md section 6). The model code stays single-device, as
+torchtitan separates ``parallelize`` from the model definition.
 
 Sharding: one FSDP2 unit per block of each branch and per audio-video exchange (eq. 5), the root
 takes what is left (embeddings, text refiners, final layers). The joint model calls a paired
 block's ``attention_stage`` and ``feed_forward_stage`` instead of its ``forward``, so both are
-registered as FSDP forward methods (each gathers the block's weights). Weights are sharded over the
+registered as FSDP forward methods (each gathers the block's weights); the refiner's blocks too (their
+attention stage is the VSA stage; the VSA gates stay in the root unit). Weights are sharded over the
 flattened ``dp_shard x sp`` ranks and replicated over ``dp_replicate`` (HSDP when it is > 1).
 """
 
@@ -21,6 +22,7 @@ from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
 
 from skyreels_mmdit_blocks import JointAudioVideoTransformer
+from skyreels_refiner_vsa import VideoRefiner
 from skyreels_v4.scale.sequence_parallel import apply_sequence_parallel
 
 __all__ = [
@@ -109,7 +111,7 @@ def shard_mesh(mesh: DeviceMesh) -> DeviceMesh:
 
 
 def parallelize(
-    model: JointAudioVideoTransformer,
+    model: JointAudioVideoTransformer | VideoRefiner,
     mesh: DeviceMesh,
     *,
     mixed_precision: MixedPrecision = MixedPrecision.BF16,
@@ -119,8 +121,10 @@ def parallelize(
     """Apply Ulysses sequence parallelism (when the mesh's ``sp`` > 1), checkpointing, regional compile
     and FSDP2 (in that order) to ``model`` in place. All ranks of one ``sp`` group must be given the
     same batch (``data_parallel_rank``)."""
-    if not isinstance(model, JointAudioVideoTransformer):
-        raise TypeError(f"model must be a JointAudioVideoTransformer; got {type(model).__name__}")
+    if not isinstance(model, (JointAudioVideoTransformer, VideoRefiner)):
+        raise TypeError(
+            f"model must be a JointAudioVideoTransformer or a VideoRefiner; got {type(model).__name__}"
+        )
     for name, value, kind in (
         ("mixed_precision", mixed_precision, MixedPrecision),
         ("activation_checkpointing", activation_checkpointing, ActivationCheckpointing),
@@ -134,14 +138,20 @@ def parallelize(
     if mesh["sp"].size() > 1:
         apply_sequence_parallel(model, mesh["sp"].get_group())
 
+    refiner = isinstance(model, VideoRefiner)
     if activation_checkpointing is ActivationCheckpointing.FULL:
         model.set_activation_checkpointing(True)
+    elif activation_checkpointing is ActivationCheckpointing.EVERY_OTHER and refiner:
+        model.set_activation_checkpointing(range(0, model.config.branch.num_blocks, 2))
     elif activation_checkpointing is ActivationCheckpointing.EVERY_OTHER:
         model.set_activation_checkpointing(
             range(0, model.config.video.num_blocks, 2), range(0, model.config.audio.num_blocks, 2)
         )
 
-    units: list[nn.Module] = [*model.video.blocks, *model.audio.blocks, *model.exchanges]
+    blocks: list[nn.Module] = (
+        [*model.branch.blocks] if refiner else [*model.video.blocks, *model.audio.blocks]
+    )
+    units: list[nn.Module] = blocks if refiner else [*blocks, *model.exchanges]
     if compile is CompileMode.BLOCKS:
         for unit in units:
             unit.compile()
@@ -150,7 +160,7 @@ def parallelize(
     policy = mixed_precision.policy()
     for unit in units:
         fully_shard(unit, mesh=fsdp_mesh, mp_policy=policy)
-    for block in (*model.video.blocks, *model.audio.blocks):
+    for block in blocks:
         register_fsdp_forward_method(block, "attention_stage")
         register_fsdp_forward_method(block, "feed_forward_stage")
     fully_shard(model, mesh=fsdp_mesh, mp_policy=policy)

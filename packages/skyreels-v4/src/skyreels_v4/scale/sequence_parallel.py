@@ -325,6 +325,11 @@ def apply_sequence_parallel(
     if size == 1:
         return model
     if refiner:
+        # Every block's attention stage becomes the sharded VSA stage, as the block's own method (so
+        # FSDP2's registered stage methods wrap it, see scale.parallelize).
+        layout = partial(getattr, model, "grid_layout")
+        for block, vsa in zip(model.branch.blocks, model.vsa, strict=True):
+            block.attention_stage = partial(_ulysses_vsa_stage, block, vsa, layout, group)
         model._sequence_parallel_group = group
         model.forward = types.MethodType(refiner_sequence_parallel_forward, model)
         return model
@@ -544,31 +549,20 @@ def refiner_sequence_parallel_forward(
         pooled_text=pooled_text, guidance=guidance, reference_latents=reference_latents,
         positions=positions, latent_key_mask=latent_key_mask,
     )  # fmt: skip
-    layout = GridLayout(inputs.num_reference, tuple(inputs.grid))
+    self.set_grid_layout(GridLayout(inputs.num_reference, tuple(inputs.grid)))
     shard = _shard_video(inputs, latent_key_mask, group)
     latent, text = shard.tokens, inputs.text
-    for index, (block, vsa) in enumerate(zip(self.branch.blocks, self.vsa, strict=True)):
-        run = partial(_refiner_block, block, vsa, layout, group)
+    for index in range(len(self.branch.blocks)):
+        # The blocks' attention stages are the sharded VSA stages (apply_sequence_parallel).
         if index in self.branch.checkpointed_blocks and torch.is_grad_enabled():
-            latent, text = checkpoint(run, latent, text, shard.context, use_reentrant=False)
+            latent, text = checkpoint(
+                self._run_block, index, latent, text, shard.context, use_reentrant=False
+            )
         else:
-            latent, text = run(latent, text, shard.context)
+            latent, text = self._run_block(index, latent, text, shard.context)
     features = self.branch.final_layer(latent, inputs.context.conditioning)  # [B, Ls, C·pt·ph·pw]
     features = gather_sequence(features, group=group, global_seq_len=shard.generated)
     return unpatchify_video(features, inputs.grid, self.branch.config.patch_size)
-
-
-def _refiner_block(
-    block: nn.Module,
-    vsa: VideoSparseAttention,
-    layout: GridLayout,
-    group: dist.ProcessGroup,
-    latent: Tensor,
-    text: Tensor,
-    ctx: BlockContext,
-) -> tuple[Tensor, Tensor]:
-    state = _ulysses_vsa_stage(block, vsa, lambda: layout, group, latent, text, ctx)
-    return block.feed_forward_stage(state)
 
 
 def _time_window_masks(
