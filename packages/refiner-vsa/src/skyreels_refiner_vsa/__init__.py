@@ -14,8 +14,10 @@ from skyreels_refiner_vsa.refiner import (
 )
 from skyreels_refiner_vsa.refiner_blocks import (
     GridLayout,
+    GridLayoutSlot,
     JointAttend,
     attention_stage_with,
+    install_vsa_attention_stages,
     vsa_attention_stage,
     vsa_joint_attention,
 )
@@ -36,6 +38,7 @@ __all__ = [
     "CoarseAttention",
     "CubeTiling",
     "GridLayout",
+    "GridLayoutSlot",
     "JointAttend",
     "RefinerCondition",
     "SparsityRamp",
@@ -49,6 +52,7 @@ __all__ = [
     "build_refiner_condition",
     "coarse_attention",
     "cube_tiling",
+    "install_vsa_attention_stages",
     "interpolated_num_frames",
     "keep_block_count",
     "pool_blocks",

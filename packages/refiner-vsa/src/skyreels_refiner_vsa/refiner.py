@@ -16,21 +16,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from functools import partial
 
 import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from skyreels_mmdit_blocks import (
-    BlockState,
     MMDiTBranch,
     MMDiTBranchConfig,
     Modality,
     VideoPatchEmbed,
     widen_patch_embed,
 )
-from skyreels_refiner_vsa.refiner_blocks import GridLayout, vsa_attention_stage
+from skyreels_refiner_vsa.refiner_blocks import GridLayout, GridLayoutSlot, install_vsa_attention_stages
 from skyreels_refiner_vsa.vsa_module import VideoSparseAttention, VSAConfig
 
 __all__ = ["VideoRefiner", "VideoRefinerConfig", "refiner_config_from_base", "refiner_from_base"]
@@ -79,19 +77,6 @@ def refiner_config_from_base(base: MMDiTBranchConfig, *, vsa: VSAConfig) -> Vide
     return VideoRefinerConfig(branch=replace(base, in_channels=3 * c + 1), vsa=vsa)
 
 
-@dataclass
-class _LayoutSlot:
-    layout: GridLayout | None = None
-
-
-def _vsa_stage(
-    block: nn.Module, vsa: VideoSparseAttention, slot: _LayoutSlot, latent: Tensor, text: Tensor, context
-) -> BlockState:
-    if slot.layout is None:
-        raise RuntimeError("the refiner's blocks ran outside its forward (no grid layout recorded)")
-    return vsa_attention_stage(block, vsa, latent, text, context, slot.layout)
-
-
 class VideoRefiner(nn.Module):
     """Velocity of the high-res latents given ``Concat(V, I, M, U)``, with VSA in every block."""
 
@@ -106,12 +91,10 @@ class VideoRefiner(nn.Module):
             VideoSparseAttention(dim=b.dim, num_heads=b.num_heads, config=config.vsa)
             for _ in range(b.num_blocks)
         )
-        # Each block's attention stage *is* its VSA stage: installed as the block's own method, so
-        # that code wrapping a block's stages (FSDP2's registered forward methods, sequence
-        # parallelism) sees the whole block; the grid layout of the current forward sits in a slot.
-        self._layout = _LayoutSlot()
-        for block, vsa in zip(self.branch.blocks, self.vsa, strict=True):
-            block.attention_stage = partial(_vsa_stage, block, vsa, self._layout)
+        # Each block's attention stage *is* its VSA stage (the block's own method, so that FSDP2 and
+        # sequence parallelism wrap it); the grid layout of the running forward sits in a slot.
+        self._layout = GridLayoutSlot()
+        install_vsa_attention_stages(self.branch.blocks, self.vsa, self._layout)
 
     def set_sparsity(self, sparsity: float) -> None:
         """Every block's VSA sparsity (the training ramp calls this each step)."""
@@ -128,15 +111,20 @@ class VideoRefiner(nn.Module):
 
     @property
     def grid_layout(self) -> GridLayout:
-        """Where the current forward's grid tokens sit (set by ``forward`` before the blocks run)."""
-        if self._layout.layout is None:
-            raise RuntimeError("the refiner's blocks ran outside its forward (no grid layout recorded)")
-        return self._layout.layout
+        """Where the current forward's grid tokens sit (set by ``run_blocks`` before the blocks run)."""
+        return self._layout.get()
 
-    def set_grid_layout(self, layout: GridLayout) -> None:
-        """Record the grid layout the blocks' VSA stages use (``forward`` does; so does code that runs
-        the blocks its own way, e.g. a sequence-parallel forward)."""
+    def run_blocks(self, latent: Tensor, text: Tensor, context, layout: GridLayout) -> tuple[Tensor, Tensor]:
+        """Every block in order on the embedded tokens (with activation checkpointing where it is on);
+        ``layout`` is where their grid tokens sit. The single-device and the sequence-parallel forward
+        share it (their blocks' attention stages differ)."""
         self._layout.layout = layout
+        for index in range(len(self.vsa)):
+            if index in self.branch.checkpointed_blocks and torch.is_grad_enabled():
+                latent, text = checkpoint(self._run_block, index, latent, text, context, use_reentrant=False)
+            else:
+                latent, text = self._run_block(index, latent, text, context)
+        return latent, text
 
     def forward(
         self,
@@ -174,15 +162,8 @@ class VideoRefiner(nn.Module):
             positions=positions,
             latent_key_mask=latent_key_mask,
         )
-        self.set_grid_layout(GridLayout(inputs.num_reference, tuple(inputs.grid)))
-        latent, text = inputs.latent, inputs.text
-        for index in range(len(self.vsa)):
-            if index in self.branch.checkpointed_blocks and torch.is_grad_enabled():
-                latent, text = checkpoint(
-                    self._run_block, index, latent, text, inputs.context, use_reentrant=False
-                )
-            else:
-                latent, text = self._run_block(index, latent, text, inputs.context)
+        layout = GridLayout(inputs.num_reference, tuple(inputs.grid))
+        latent, _ = self.run_blocks(inputs.latent, inputs.text, inputs.context, layout)
         return self.branch.finish(latent, inputs)
 
 

@@ -18,7 +18,9 @@ Shape legend: B batch, R reference tokens, N grid tokens, Lt text tokens, D widt
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from functools import partial
 from typing import NamedTuple
 
 import torch
@@ -29,7 +31,15 @@ from skyreels_mmdit_blocks import BlockContext, BlockState, DualStreamBlock, Sin
 from skyreels_mmdit_blocks.rotary import rotate_prefix
 from skyreels_refiner_vsa.vsa_module import VideoSparseAttention
 
-__all__ = ["GridLayout", "JointAttend", "attention_stage_with", "vsa_attention_stage", "vsa_joint_attention"]
+__all__ = [
+    "GridLayout",
+    "GridLayoutSlot",
+    "JointAttend",
+    "attention_stage_with",
+    "install_vsa_attention_stages",
+    "vsa_attention_stage",
+    "vsa_joint_attention",
+]
 
 #: ``attend(q, k, v, normed_latent) -> out``: the joint self-attention of a block's attention stage.
 #: q, k, v are ``[B, L + Lt, H, Dh]`` (RoPE applied), ``normed_latent`` is ``[B, L, D]``, the normed
@@ -227,3 +237,33 @@ def attention_stage_with(
     if isinstance(block, SingleStreamBlock):
         return _single_attention_stage(block, attend, latent_BLD, text_BTD, ctx)
     raise TypeError(f"block must be a DualStreamBlock or SingleStreamBlock, got {type(block).__name__}")
+
+
+@dataclass
+class GridLayoutSlot:
+    """The grid layout of the forward that is running, written by the model before its blocks run
+    and read by the VSA stages that ``install_vsa_attention_stages`` installs."""
+
+    layout: GridLayout | None = None
+
+    def get(self) -> GridLayout:
+        if self.layout is None:
+            raise RuntimeError("VSA blocks ran outside their model's forward (no grid layout recorded)")
+        return self.layout
+
+
+def _slot_vsa_stage(
+    block: nn.Module, vsa: VideoSparseAttention, slot: GridLayoutSlot, latent: Tensor, text: Tensor, ctx
+) -> BlockState:
+    return vsa_attention_stage(block, vsa, latent, text, ctx, slot.get())
+
+
+def install_vsa_attention_stages(
+    blocks: Iterable[nn.Module], vsas: Iterable[VideoSparseAttention], slot: GridLayoutSlot
+) -> None:
+    """Make each block's ``attention_stage`` its VSA stage (``vsa_attention_stage`` on ``slot``'s
+    layout), as the block's own method: code that wraps a block's stages (FSDP2's registered forward
+    methods, sequence parallelism) then sees the whole block. A deep copy of the model keeps each
+    copied block bound to its copied VSA and slot. The state dict is unchanged."""
+    for block, vsa in zip(blocks, vsas, strict=True):
+        block.attention_stage = partial(_slot_vsa_stage, block, vsa, slot)

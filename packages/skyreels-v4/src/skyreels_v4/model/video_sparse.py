@@ -18,10 +18,16 @@ import functools
 from dataclasses import dataclass
 from typing import Any
 
-from torch import Tensor, nn
+from torch import nn
 
-from skyreels_mmdit_blocks import BlockContext, BlockState, JointAudioVideoTransformer
-from skyreels_refiner_vsa import GridLayout, VideoSparseAttention, VSAConfig, vsa_attention_stage
+from skyreels_mmdit_blocks import JointAudioVideoTransformer
+from skyreels_refiner_vsa import (
+    GridLayout,
+    GridLayoutSlot,
+    VideoSparseAttention,
+    VSAConfig,
+    install_vsa_attention_stages,
+)
 
 __all__ = [
     "VideoSelfAttention",
@@ -57,29 +63,10 @@ class VideoSelfAttentionConfig:
             object.__setattr__(self, "vsa", VSAConfig())
 
 
-class _LayoutSlot:
-    """Where the grid tokens sit in the current forward (written by the video branch's ``embed``)."""
-
-    layout: GridLayout | None = None
-
-
-def _recording_embed(embed: Any, slot: _LayoutSlot, *args: Any, **kwargs: Any) -> Any:
+def _recording_embed(embed: Any, slot: GridLayoutSlot, *args: Any, **kwargs: Any) -> Any:
     inputs = embed(*args, **kwargs)
     slot.layout = GridLayout(inputs.num_reference, tuple(inputs.grid))
     return inputs
-
-
-def _sparse_attention_stage(
-    block: nn.Module,
-    vsa: VideoSparseAttention,
-    slot: _LayoutSlot,
-    latent: Tensor,
-    text: Tensor,
-    ctx: BlockContext,
-) -> BlockState:
-    if slot.layout is None:
-        raise RuntimeError("VSA blocks ran outside the transformer's forward (no grid layout recorded)")
-    return vsa_attention_stage(block, vsa, latent, text, ctx, slot.layout)
 
 
 def enable_video_sparse_attention(
@@ -106,11 +93,10 @@ def enable_video_sparse_attention(
         for _ in range(branch.config.num_blocks)
     ).to(device=parameter.device, dtype=parameter.dtype)
     transformer.video_vsa = modules
-    slot = _LayoutSlot()
+    slot = GridLayoutSlot()
     transformer._video_vsa_layout = slot
     branch.embed = functools.partial(_recording_embed, branch.embed, slot)
-    for block, vsa in zip(branch.blocks, modules, strict=True):
-        block.attention_stage = functools.partial(_sparse_attention_stage, block, vsa, slot)
+    install_vsa_attention_stages(branch.blocks, modules, slot)
     return modules
 
 
@@ -120,6 +106,4 @@ def video_sparse_layout(transformer: JointAudioVideoTransformer) -> GridLayout:
     slot = getattr(transformer, "_video_vsa_layout", None)
     if slot is None:
         raise ValueError("transformer: video sparse attention is not enabled")
-    if slot.layout is None:
-        raise RuntimeError("VSA blocks ran outside the transformer's forward (no grid layout recorded)")
-    return slot.layout
+    return slot.get()

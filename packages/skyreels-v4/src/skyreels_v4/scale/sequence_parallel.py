@@ -44,6 +44,7 @@ Ls = ceil(N / P), Lp = P·Ls, D width, H heads.
 from __future__ import annotations
 
 import types
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import partial
 
@@ -324,21 +325,21 @@ def apply_sequence_parallel(
         )
     if size == 1:
         return model
+    # VSA blocks (the refiner's; the base model's with skyreels_v4.model.video_sparse) get the sharded
+    # VSA stage as their own attention stage, so that FSDP2's registered stage methods wrap it.
     if refiner:
-        # Every block's attention stage becomes the sharded VSA stage, as the block's own method (so
-        # FSDP2's registered stage methods wrap it, see scale.parallelize).
-        layout = partial(getattr, model, "grid_layout")
-        for block, vsa in zip(model.branch.blocks, model.vsa, strict=True):
-            block.attention_stage = partial(_ulysses_vsa_stage, block, vsa, layout, group)
+        _install_sharded_vsa_stages(
+            model.branch.blocks, model.vsa, partial(getattr, model, "grid_layout"), group
+        )
         model._sequence_parallel_group = group
         model.forward = types.MethodType(refiner_sequence_parallel_forward, model)
         return model
-    if hasattr(model, "video_vsa"):  # VSA in the base model (skyreels_v4.model.video_sparse)
+    if hasattr(model, "video_vsa"):
         from skyreels_v4.model.video_sparse import video_sparse_layout
 
-        layout = partial(video_sparse_layout, model)
-        for block, vsa in zip(model.video.blocks, model.video_vsa, strict=True):
-            block.attention_stage = partial(_ulysses_vsa_stage, block, vsa, layout, group)
+        _install_sharded_vsa_stages(
+            model.video.blocks, model.video_vsa, partial(video_sparse_layout, model), group
+        )
     else:
         for block in model.video.blocks:
             block.attention = UlyssesJointAttention(group, block.attention)
@@ -348,6 +349,13 @@ def apply_sequence_parallel(
     model._sequence_parallel_group = group
     model.forward = types.MethodType(sequence_parallel_forward, model)
     return model
+
+
+def _install_sharded_vsa_stages(
+    blocks: nn.ModuleList, vsas: nn.ModuleList, layout: Callable[[], GridLayout], group: dist.ProcessGroup
+) -> None:
+    for block, vsa in zip(blocks, vsas, strict=True):
+        block.attention_stage = partial(_ulysses_vsa_stage, block, vsa, layout, group)
 
 
 def _shard_rows(x: Tensor, group: dist.ProcessGroup) -> Tensor:
@@ -549,17 +557,10 @@ def refiner_sequence_parallel_forward(
         pooled_text=pooled_text, guidance=guidance, reference_latents=reference_latents,
         positions=positions, latent_key_mask=latent_key_mask,
     )  # fmt: skip
-    self.set_grid_layout(GridLayout(inputs.num_reference, tuple(inputs.grid)))
     shard = _shard_video(inputs, latent_key_mask, group)
-    latent, text = shard.tokens, inputs.text
-    for index in range(len(self.branch.blocks)):
-        # The blocks' attention stages are the sharded VSA stages (apply_sequence_parallel).
-        if index in self.branch.checkpointed_blocks and torch.is_grad_enabled():
-            latent, text = checkpoint(
-                self._run_block, index, latent, text, shard.context, use_reentrant=False
-            )
-        else:
-            latent, text = self._run_block(index, latent, text, shard.context)
+    # The blocks' attention stages are the sharded VSA stages (apply_sequence_parallel).
+    layout = GridLayout(inputs.num_reference, tuple(inputs.grid))
+    latent, _ = self.run_blocks(shard.tokens, inputs.text, shard.context, layout)
     features = self.branch.final_layer(latent, inputs.context.conditioning)  # [B, Ls, C·pt·ph·pw]
     features = gather_sequence(features, group=group, global_seq_len=shard.generated)
     return unpatchify_video(features, inputs.grid, self.branch.config.patch_size)
