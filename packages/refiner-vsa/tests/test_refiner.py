@@ -124,7 +124,7 @@ def test_each_block_runs_vsa_as_its_own_attention_stage_and_copies_keep_theirs(t
     refiner = refiner_from_base(tiny_base, vsa=VSAConfig(sparsity=0.5))
     x = _branch_inputs(tiny_base.config, batch=1, grid=(2, 16, 16), text=4)
     inp = torch.cat([x["vim"], x["u"]], 1)
-    with pytest.raises(RuntimeError, match="outside their model.s forward"):
+    with pytest.raises(RuntimeError, match="outside their model's forward"):
         refiner.branch.blocks[0].attention_stage(None, None, None)
     with torch.no_grad():
         before = refiner(inp, **x["kwargs"])
