@@ -139,6 +139,10 @@ def test_a_nan_in_a_cache_shard_is_named_when_its_row_is_read(cache_dir, tmp_pat
         cache[7]
     for word in (entry["shard"], "'audio_latents'", f"row {entry['row']}"):
         assert word in str(caught.value)
+    del shard["audio_latents"]
+    save_safetensors(copy / entry["shard"], shard)
+    with pytest.raises(FileFormatError, match=r"cannot read 'audio_latents'"):
+        LatentCache(copy)[7]
     (copy / entry["shard"]).write_bytes(b"\x08" + bytes(7))  # truncated
     with pytest.raises(FileFormatError, match=entry["shard"]):
         LatentCache(copy)[7]

@@ -643,7 +643,7 @@ class LatentCache:
         self.index = index
         self.items: list[dict[str, Any]] = index["items"]
         self.buckets = {b["id"]: b for b in index["buckets"]}
-        self._handles: OrderedDict[str, Any] = OrderedDict()
+        self._handles: OrderedDict[str, tuple[Any, frozenset[str]]] = OrderedDict()
         self._max_open = max_open_shards
         empty = read_safetensors(self.root / "empty_prompt.safetensors", check_finite=True)
         self.empty_prompt: Tensor = empty["text_tokens"]
@@ -675,31 +675,34 @@ class LatentCache:
     def bucket_of(self, position: int) -> int:
         return int(self.items[position]["bucket"])
 
-    def _handle(self, name: str) -> Any:
-        """The open (memory-mapped) shard file ``name``; its header is checked when it is opened."""
-        handle = self._handles.get(name)
-        if handle is not None:
+    def _handle(self, name: str) -> tuple[Any, frozenset[str]]:
+        """The open (memory-mapped) shard file ``name`` and its tensor names; its header is checked
+        when it is opened."""
+        entry = self._handles.get(name)
+        if entry is not None:
             self._handles.move_to_end(name)
-            return handle
+            return entry
         from safetensors import SafetensorError, safe_open
 
         path = self.root / name
-        safetensors_keys(path)  # typed errors for a missing, truncated or corrupt file
+        keys = frozenset(safetensors_keys(path))  # typed errors for a missing, truncated or corrupt file
         try:
-            handle = safe_open(str(path), framework="pt", device="cpu")
+            entry = (safe_open(str(path), framework="pt", device="cpu"), keys)
         except SafetensorError as error:
             raise FileFormatError(path, f"corrupt safetensors file ({error})") from error
-        self._handles[name] = handle
+        self._handles[name] = entry
         while len(self._handles) > self._max_open:
             self._handles.popitem(last=False)
-        return handle
+        return entry
 
     def _read(self, handle: Any, shard: str, key: str, index: tuple) -> Tensor:
         """Rows ``index`` of tensor ``key``: only their bytes are read, copied out of the mapping (the
         mapped view would carry in-place edits into later reads) and checked for NaN/inf."""
+        from safetensors import SafetensorError
+
         try:
             value = handle.get_slice(key)[index].clone()
-        except Exception as error:  # SafetensorError (no such tensor) or IndexError (no such row)
+        except (SafetensorError, IndexError) as error:  # no such tensor, no such row
             raise FileFormatError(self.root / shard, f"cannot read {key!r} rows {index}: {error}") from error
         if not all_finite(value):
             where = f"{self.root / shard}: tensor {key!r} row {index[0]}"
@@ -709,8 +712,7 @@ class LatentCache:
     def __getitem__(self, position: int) -> dict[str, Any]:
         item = self.items[position]
         shard, row = item["shard"], int(item["row"])
-        handle = self._handle(shard)
-        keys = set(handle.keys())
+        handle, keys = self._handle(shard)
         length = int(self._read(handle, shard, "text_mask", (row,)).sum())
         out = {
             "video_latents": self._read(handle, shard, "video_latents", (row,)),
