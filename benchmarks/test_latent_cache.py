@@ -5,10 +5,10 @@ Run: python -m pytest benchmarks/test_latent_cache.py --benchmark-only -q
 
 A cache shaped like the evidence quickstart's (3 s clips at 16 fps, 32x32: video latents
 [192, 13, 8, 8] and spectrogram latents [257, 191] per clip, fp32, about 0.83 MB a clip) in 16 shards
-of 64 (the quickstart's shard size; 0.85 GB in a temporary folder),
-read in the bucket sampler's shuffled batches of 8. Baseline: what the cache did before it mapped its
-shards, i.e. load the whole shard of an item (checked for NaN/inf) into an LRU of 8 shards and index
-the row, so a random batch reloads most of its shards. ``LatentCache`` maps every shard file and
+of 64 (the quickstart's shard size; 0.85 GB in a temporary folder), read in the bucket sampler's
+shuffled batches of 8. Baseline: what the cache did before it mapped its shards, i.e. load the whole
+shard of an item (checked for NaN/inf elementwise) into an LRU of 8 shards and index the row, so a
+random batch reloads most of its shards. ``LatentCache`` maps every shard file and
 reads (and checks) an item's own rows. Both read the same batches; the files are in the page cache
 after the first round, as in a training run.
 """
@@ -71,31 +71,39 @@ def cache_dir(tmp_path_factory):
     torch.set_num_threads(threads)
 
 
-class _WholeShardCache:
-    """The earlier read path: an item's whole shard, loaded with the NaN/inf check, in an LRU of 8."""
-
-    def __init__(self, cache: LatentCache) -> None:
-        self.cache, self.shards = cache, OrderedDict()
+class WholeShardLatentCache(LatentCache):
+    """The earlier read path: an item's whole shard, loaded and checked for NaN/inf elementwise (as
+    ``read_safetensors(check_finite=True)`` did then), in an LRU of 8 shards
+    (``benchmarks.training_step_wall --whole-shard-reads`` uses it too)."""
 
     def __getitem__(self, position: int) -> dict:
-        item = self.cache.items[position]
-        shard = self.shards.get(item["shard"])
+        shards = self.__dict__.setdefault("_whole_shards", OrderedDict())
+        item = self.items[position]
+        shard = shards.get(item["shard"])
         if shard is None:
-            shard = read_safetensors(self.cache.root / item["shard"], check_finite=True)
-            self.shards[item["shard"]] = shard
-            while len(self.shards) > 8:
-                self.shards.popitem(last=False)
+            shard = read_safetensors(self.root / item["shard"])
+            for tensor in shard.values():  # the elementwise check read_safetensors made then
+                if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                    raise ValueError(f"{item['shard']}: NaN or inf")
+            shards[item["shard"]] = shard
+            while len(shards) > 8:
+                shards.popitem(last=False)
         else:
-            self.shards.move_to_end(item["shard"])
+            shards.move_to_end(item["shard"])
         row = item["row"]
         n = int(shard["text_mask"][row].sum())
-        return {
+        out = {
             "video_latents": shard["video_latents"][row],
             "audio_latents": shard["audio_latents"][row],
             "text_tokens": shard["text_tokens"][row, :n],
             "index": position,
             "bucket": item["bucket"],
         }
+        if "text_pooled" in shard:
+            out["pooled_text"] = shard["text_pooled"][row]
+        if "keyframe_latents" in shard:
+            out["keyframe_latents"] = shard["keyframe_latents"][row]
+        return out
 
 
 def _batches(cache: LatentCache) -> list[list[int]]:
@@ -115,10 +123,10 @@ def _read(source, batches) -> float:
 def test_cache_batches(benchmark, cache_dir, impl):
     cache = LatentCache(cache_dir)
     batches = _batches(cache)
-    source = _WholeShardCache(cache) if impl.startswith("whole") else cache
+    source = WholeShardLatentCache(cache_dir) if impl.startswith("whole") else cache
     benchmark.group = GROUP
     benchmark.extra_info.update(
         impl=impl, baseline=impl.startswith("whole"), shape=SHAPE, dtype="float32", device="cpu"
     )
     result = benchmark.pedantic(_read, args=(source, batches), rounds=3, iterations=1, warmup_rounds=1)
-    assert result == _read(_WholeShardCache(LatentCache(cache_dir)), batches)  # the same values
+    assert result == _read(WholeShardLatentCache(cache_dir), batches)  # the same values

@@ -26,9 +26,13 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from skyreels_v4.errors import SkyReelsError
 from skyreels_v4.io import atomic_write_json
+
+if TYPE_CHECKING:
+    from skyreels_v4.training.stages import StageTrainingModule
 
 __all__ = ["QuickstartSettings", "main", "run_quickstart"]
 
@@ -429,7 +433,7 @@ def run_quickstart(settings: QuickstartSettings) -> dict:
         plot_loss_curves,
         splits_report,
     )
-    from skyreels_v4.training.stages import StageTrainingModule, image_samples
+    from skyreels_v4.training.stages import image_samples
     from skyreels_v4.vae import FrameAudioCodec, PixelShuffleVideoCodec, SpectrogramAudioCodec
     from skyreels_v4.world import WorldConfig, WorldSplit
 
@@ -512,41 +516,11 @@ def run_quickstart(settings: QuickstartSettings) -> dict:
         batch_size=settings.batch_size,
         shuffle_seed=settings.seed,
     )
-    patch = int(identity["video_patch"])
-    # One-frame batches (the --train-images clips) are T2I; every other batch draws from `tasks`.
-    module = StageTrainingModule(
-        image_tasks={"t2v": 1.0},
-        preset="tiny",
+    module = training_module(
+        identity,
         video_latent_channels=video_codec.latent_channels,
         audio_latent_channels=audio_codec.latent_channels,
         text_dim=text_encoder.dim,
-        model_overrides={
-            "dim": 128,
-            "num_heads": 4,
-            "video_rope_axes": [8, 12, 12],
-            "pooled_text_dim": pooled,
-            "video_patch_size": [1, patch, patch],
-            "video_frame_position": int(identity["frame_position"]),
-            "audio_time_phase": int(identity["audio_phase"]),
-        },
-        prediction=settings.prediction,
-        tasks=task_weights(str(identity["task_weights"])),
-        timestep_sampler={
-            "distribution": "logit_normal",
-            "shift": {"shift": float(settings.train_shift)},
-        },
-        text_dropout=0.1,
-        audio_weight=float(identity["audio_weight"]),
-        audio_onset_weight=float(identity["audio_onset_weight"]),
-        ema_decay=0.99,
-        learning_rate=settings.learning_rate,
-        warmup_steps=50,
-        lr_decay_steps=int(identity["lr_decay_steps"]),
-        seed=settings.seed,
-        av_cross_attention=not getattr(settings, "no_av_cross_attention", False),
-        audio_alignment=getattr(settings, "audio_alignment", "ratio"),
-        exchange_order=getattr(settings, "exchange_order", "sequential"),
-        exchange_window=getattr(settings, "exchange_window", None),
     )
     checkpoints = root / "checkpoints"
     trainer = L.Trainer(
@@ -683,27 +657,79 @@ _IDENTITY_DEFAULTS: dict[str, object] = {
 }
 
 
+def training_module(
+    identity: dict[str, Any], *, video_latent_channels: int, audio_latent_channels: int, text_dim: int
+) -> StageTrainingModule:
+    """The quickstart's training module for a run identity (``quickstart_settings.json``: the
+    settings that shape the model) and the latent widths of its cache; ``run_quickstart`` trains it,
+    ``benchmarks/training_step_wall.py`` times it."""
+    from skyreels_v4.training.stages import StageTrainingModule
+
+    # One-frame batches (the --train-images clips) are T2I; every other batch draws from `tasks`.
+    return StageTrainingModule(
+        image_tasks={"t2v": 1.0},
+        preset="tiny",
+        video_latent_channels=video_latent_channels,
+        audio_latent_channels=audio_latent_channels,
+        text_dim=text_dim,
+        model_overrides={
+            "dim": 128,
+            "num_heads": 4,
+            "video_rope_axes": [8, 12, 12],
+            "pooled_text_dim": int(identity["pooled_text"]) or None,
+            "video_patch_size": [1, int(identity["video_patch"]), int(identity["video_patch"])],
+            "video_frame_position": int(identity["frame_position"]),
+            "audio_time_phase": int(identity["audio_phase"]),
+        },
+        prediction=identity["prediction"],
+        tasks=task_weights(str(identity["task_weights"])),
+        timestep_sampler={
+            "distribution": "logit_normal",
+            "shift": {"shift": float(identity["train_shift"])},
+        },
+        text_dropout=0.1,
+        audio_weight=float(identity["audio_weight"]),
+        audio_onset_weight=float(identity["audio_onset_weight"]),
+        ema_decay=0.99,
+        learning_rate=float(identity["learning_rate"]),
+        warmup_steps=50,
+        lr_decay_steps=int(identity["lr_decay_steps"]),
+        seed=int(identity["seed"]),
+        av_cross_attention=not identity["no_av_cross_attention"],
+        audio_alignment=identity["audio_alignment"],
+        exchange_order=identity["exchange_order"],
+        exchange_window=identity["exchange_window"],
+    )
+
+
 def _identity(settings: QuickstartSettings) -> dict[str, object]:
     return {key: getattr(settings, key, _IDENTITY_DEFAULTS.get(key)) for key in _IDENTITY}
+
+
+def saved_identity(root: str | os.PathLike[str]) -> dict[str, object]:
+    """The run identity saved in the run folder ``root`` (``quickstart_settings.json``), with the
+    defaults of keys added since it was written."""
+    import json
+
+    path = Path(root) / SETTINGS_FILE
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise SkyReelsError(f"{path}: unreadable quickstart settings ({error}); remove the folder") from None
+    return {**_IDENTITY_DEFAULTS, **saved}
 
 
 def _check_same_run(settings: QuickstartSettings, root: Path) -> None:
     """A rerun resumes the run in ``root``; refuse one whose model-shaping settings differ (an
     ablation or another size belongs in its own ``--out``)."""
-    import json
-
-    path = root / SETTINGS_FILE
-    if not path.exists():
+    if not (root / SETTINGS_FILE).exists():
         return
-    try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise SkyReelsError(f"{path}: unreadable quickstart settings ({error}); remove the folder") from None
+    saved = saved_identity(root)
     current = _identity(settings)
     changed = [
-        f"{key} {saved.get(key, _IDENTITY_DEFAULTS.get(key))!r} -> {value!r}"
+        f"{key} {saved.get(key)!r} -> {value!r}"
         for key, value in current.items()
-        if not _same_setting(key, saved.get(key, _IDENTITY_DEFAULTS.get(key)), value)
+        if not _same_setting(key, saved.get(key), value)
     ]
     if changed:
         raise SkyReelsError(
