@@ -1,8 +1,16 @@
 """One training run for test_scale_lightning_fit.py: plain (one process) or under torchrun with
-``SkyReelsParallelStrategy``. Writes ``rank<N>.json``: the loss and cache items of every step, the
-sequence-parallel size and the world size.
+``SkyReelsParallelStrategy``. Writes ``rank<N>.json``: the loss and data items of every step, the
+sequence-parallel size, the world size and whether the weights are sharded (DTensors).
 
-    python lightning_fit_worker.py CACHE OUT STEPS [DP_SHARD SP]
+    python lightning_fit_worker.py joint CACHE OUT STEPS [DP_SHARD SP [CHECKPOINTS]]
+    python lightning_fit_worker.py refiner - OUT STEPS [DP_SHARD SP [CHECKPOINTS]]
+
+``joint``: the tiny joint model on a latent cache; ``refiner``: the refiner of paper 4.5 (VSA with a
+sparsity ramp, inpainting boxes, padded text) on procedural triples. ``CHECKPOINTS``: a folder for a
+sharded ``last.ckpt`` written after every step; the run resumes from it when it exists (found by
+``skyreels_v4.runs.find_last_checkpoint``, as recipes do); the joint run also exports its EMA model
+to ``OUT/model`` when training ends (``ExportModel``). The report then also holds the step it
+resumed from and a checksum of the EMA shadows (gathered from every rank).
 """
 
 from __future__ import annotations
@@ -13,9 +21,15 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from torch.distributed.tensor import DTensor
 
+from skyreels_refiner_vsa import SparsityRamp, VSAConfig
+from skyreels_v4.refiner import RefinerLightningModule, RefinerTripleDataModule
+from skyreels_v4.runs import find_last_checkpoint
 from skyreels_v4.scale.lightning import SkyReelsParallelStrategy
 from skyreels_v4.training import JointTrainingModule, LatentCacheDataModule
+from skyreels_v4.training.stages import ExportModel
 
 MODULE_ARGS = dict(
     preset="tiny",
@@ -39,17 +53,38 @@ class Record(L.Callback):
         self.steps.append({"loss": float(loss.detach()), "items": batch["index"].tolist()})
 
 
-def main() -> None:
-    cache, out, steps = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
-    parallel = len(sys.argv) > 4
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
+def _joint(cache: str) -> tuple[L.LightningModule, L.LightningDataModule, torch.nn.Module]:
     data = LatentCacheDataModule(cache_dir=cache, batch_size=2, shuffle_seed=1)
     channels = {
         "video_latent_channels": data.cache.video_latent_channels,
         "audio_latent_channels": data.cache.audio_latent_channels,
         "text_dim": data.cache.text_dim,
     }
+    module = JointTrainingModule(**MODULE_ARGS, **channels)  # parallelises itself under the strategy
+    return module, data, module.transformer
+
+
+def _refiner() -> tuple[L.LightningModule, L.LightningDataModule, torch.nn.Module]:
+    # High-res (5, 16, 16) -> 5 x 8 x 8 = 320 video tokens, 5 VSA blocks of 64; the ramp moves the
+    # sparsity every step (so the sharded attention follows set_sparsity).
+    module = RefinerLightningModule(
+        vsa=VSAConfig(sparsity=0.5, backend="torch"),
+        sparsity_ramp=SparsityRamp(target=0.5, steps=2),
+        learning_rate=2e-3,
+    )
+    data = RefinerTripleDataModule(
+        num_train=8, num_val=4, batch_size=2, high_res_shape=(5, 16, 16), keyframe_indices=(0,),
+        inpaint_probability=0.5,
+    )  # fmt: skip
+    return module, data, module.refiner
+
+
+def main() -> None:
+    kind, source, out, steps = sys.argv[1], sys.argv[2], Path(sys.argv[3]), int(sys.argv[4])
+    parallel = len(sys.argv) > 5
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    module, data, model = _joint(source) if kind == "joint" else _refiner()
     record = Record()
     common = dict(
         max_steps=steps,
@@ -62,18 +97,32 @@ def main() -> None:
         num_sanity_val_steps=0,
         gradient_clip_val=1.0,
     )
-    module = JointTrainingModule(**MODULE_ARGS, **channels)  # parallelises itself under the strategy
+    checkpoints = sys.argv[7] if len(sys.argv) > 7 else None
+    if checkpoints is not None:
+        common["enable_checkpointing"] = True
+        common["callbacks"] = [
+            record,
+            ModelCheckpoint(dirpath=checkpoints, save_last=True, save_top_k=0, every_n_train_steps=1),
+        ]
+        if kind == "joint":  # the EMA model, gathered from the shards, as the next stage's init_from
+            common["callbacks"].append(ExportModel(str(out / "model")))
     if parallel:
-        dp_shard, sp = int(sys.argv[4]), int(sys.argv[5])
+        dp_shard, sp = int(sys.argv[5]), int(sys.argv[6])
         strategy = SkyReelsParallelStrategy(dp_shard=dp_shard, sp=sp, mixed_precision="fp32")
         trainer = L.Trainer(devices=dp_shard * sp, strategy=strategy, use_distributed_sampler=False, **common)
     else:
         trainer = L.Trainer(devices=1, **common)
-    trainer.fit(module, data)
+    resume = None if checkpoints is None else find_last_checkpoint(trainer)
+    trainer.fit(module, data, ckpt_path=resume)
     out.mkdir(parents=True, exist_ok=True)
-    group = getattr(module.transformer, "_sequence_parallel_group", None)
+    group = getattr(model, "_sequence_parallel_group", None)
     sp_size = 1 if group is None else torch.distributed.get_world_size(group)
-    report = {"steps": record.steps, "sp": sp_size, "world": trainer.world_size}
+    sharded = all(isinstance(p, DTensor) for p in model.parameters())
+    report = {"steps": record.steps, "sp": sp_size, "world": trainer.world_size, "sharded": sharded}
+    if checkpoints is not None:
+        report["resumed_from"] = None if resume is None else resume.name
+        shadows = [s.full_tensor() if isinstance(s, DTensor) else s for s in module.ema]
+        report["ema_checksum"] = float(sum(s.double().square().sum() for s in shadows))
     (out / f"rank{trainer.global_rank}.json").write_text(json.dumps(report))
 
 

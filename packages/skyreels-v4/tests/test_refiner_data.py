@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
 from skyreels_refiner_vsa import interpolated_num_frames, upsample_latents
+from skyreels_v4.errors import PreflightError
 from skyreels_v4.refiner import ProceduralRefinerTriples, RefinerTripleDataModule, downsample_latents
 
 
@@ -56,6 +59,34 @@ def test_datamodule_batches():
     assert batch["high_res"].shape == (4, 4, 9, 16, 16) and batch["keyframe_indices"].tolist() == [[0, 8]] * 4
     val = next(iter(dm.val_dataloader()))
     assert not torch.equal(val["high_res"], batch["high_res"])
+
+
+def _trainer(world: int, rank: int, *, distributed_sampler: bool = False) -> SimpleNamespace:
+    """What ``data_parallel_of`` reads from a Lightning trainer."""
+    return SimpleNamespace(
+        world_size=world,
+        _accelerator_connector=SimpleNamespace(use_distributed_sampler=distributed_sampler),
+        strategy=SimpleNamespace(distributed_sampler_kwargs={"num_replicas": world, "rank": rank}),
+    )
+
+
+def test_datamodule_shards_train_and_validation_over_replicas():
+    items = {}
+    for rank in (0, 1):
+        dm = RefinerTripleDataModule(num_train=8, num_val=5, batch_size=2)
+        dm.trainer = _trainer(2, rank)
+        train = [b["index"] for b in dm.train_dataloader()]
+        val = [b["index"] for b in dm.val_dataloader()]
+        assert len(train) == 2 and len(val) == 1  # 5 val clips: 2 per replica, as many steps each
+        items[rank] = (torch.cat(train).tolist(), torch.cat(val).tolist())
+    assert sorted(items[0][0] + items[1][0]) == list(range(8))
+    assert sorted(items[0][1] + items[1][1]) == [0, 1, 2, 3]  # in order, position r, r + 2
+    dm = RefinerTripleDataModule(num_train=8, num_val=4, batch_size=2)
+    dm.trainer = _trainer(2, 0, distributed_sampler=True)
+    with pytest.raises(
+        PreflightError, match="use_distributed_sampler: must be false with RefinerTripleDataModule"
+    ):
+        dm.train_dataloader()
 
 
 @pytest.mark.parametrize(

@@ -68,6 +68,43 @@ def test_sampler_order_depends_only_on_seed_and_pass_and_resumes_mid_pass():
     assert [i.seed for i in head] == [i.seed for i in first[:3]]
 
 
+def test_replicas_deal_one_global_order_and_resume_only_on_the_same_size():
+    single = list(runs.ResumableSampler(11, seed=5, per_epoch=8))
+    shards = [runs.ResumableSampler(11, seed=5, per_epoch=8, num_replicas=2, rank=r) for r in (0, 1)]
+    dealt = [list(sampler) for sampler in shards]
+    assert [len(d) for d in dealt] == [4, 4] and len(shards[0]) == 4
+    # Replica r reads positions r, r + 2, ... of the one-process pass, with the same per-item seeds.
+    for rank, got in enumerate(dealt):
+        assert got == single[rank::2] and [i.seed for i in got] == [i.seed for i in single[rank::2]]
+    assert [list(s) for s in shards] != dealt  # the next pass has its own order
+    it = iter(runs.ResumableSampler(11, seed=5, per_epoch=8, num_replicas=2, rank=1))
+    head = [next(it)]
+    resumed = iter(runs.ResumableSampler(11, seed=5, per_epoch=8, num_replicas=2, rank=1))
+    resumed.load_state_dict(it.state_dict())
+    assert head + list(resumed) == dealt[1]
+    with pytest.raises(ValueError, match="saved by a run with 2 data-parallel replicas, this run has 1"):
+        iter(runs.ResumableSampler(11, seed=5, per_epoch=8)).load_state_dict(it.state_dict())
+    with pytest.raises(ValueError, match="saved by a run with 2 data-parallel replicas, this run has 1"):
+        runs.ResumableSampler(11, seed=5, per_epoch=8).load_state_dict(shards[0].state_dict())
+    with pytest.raises(ValueError, match="per_epoch: expected a multiple of num_replicas = 3"):
+        runs.ResumableSampler(11, seed=5, per_epoch=8, num_replicas=3, rank=0)
+    with pytest.raises(ValueError, match=r"rank: expected an int in \[0, 2\), got 2"):
+        runs.ResumableSampler(11, seed=5, num_replicas=2, rank=2)
+
+
+def test_dataloader_gives_every_replica_as_many_full_batches():
+    data = list(range(11))
+    loaders = [
+        runs.dataloader(data, batch_size=2, seed=1, drop_last=True, num_replicas=2, rank=r) for r in (0, 1)
+    ]
+    batches = [[b.tolist() for b in loader] for loader in loaders]
+    assert [len(b) for b in batches] == [2, 2]  # 11 items -> 8 usable = 2 steps x 2 replicas x 2
+    read = [i for b in batches for batch in b for i in batch]
+    assert len(read) == len(set(read)) == 8
+    with pytest.raises(ValueError, match=r"dataset: expected at least 12 items \(2 per batch x 6"):
+        runs.dataloader(data, batch_size=2, seed=1, drop_last=True, num_replicas=6, rank=0)
+
+
 def test_rerun_with_another_config_is_refused_and_fork_starts_a_new_run(tmp_path):
     out = tmp_path / "run"
     refiner_main(["fit", "--config", str(_recipe(tmp_path, out))])

@@ -10,15 +10,25 @@ import copy
 import os
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from skyreels_v4.errors import FileFormatError
 from skyreels_v4.model import SkyReelsV4Transformer, transformer_preset
-from skyreels_v4.scale.checkpoint import CHECKPOINT_INFO, export_pretrained, load_sharded, save_sharded
+from skyreels_v4.runs import find_last_checkpoint, read_checkpoint
+from skyreels_v4.scale.checkpoint import (
+    CHECKPOINT_INFO,
+    complete_checkpoint,
+    export_pretrained,
+    load_sharded,
+    read_extra,
+    save_sharded,
+)
 from skyreels_v4.scale.parallelize import MixedPrecision, ParallelDims, build_device_mesh, parallelize
 
 BATCH = 4
@@ -186,3 +196,40 @@ def test_bad_checkpoints(saved, tmp_path):
     only_model = save_sharded(tmp_path / "m", model=copy.deepcopy(model))
     with pytest.raises(FileFormatError, match="optimizer was requested"):
         load_sharded(only_model, model=model, optimizer=torch.optim.AdamW(model.parameters()))
+
+
+def test_extra_data_and_a_save_killed_before_its_rename(tmp_path):
+    """``extra`` (the rest of a Lightning checkpoint) round-trips as plain data, is checked against its
+    recorded SHA-256, and a complete ``.partial`` twin stands in for a folder removed by a killed save
+    (what ``find_last_checkpoint`` resumes from), until the next save moves it into place."""
+    model = make_model()
+    extra = {"global_step": 3, "loops": {"fit_loop": {"epoch": 1}}, "rng": torch.arange(4)}
+    folder = save_sharded(tmp_path / "last.ckpt", model=model, step=3, extra=extra)
+    got = read_extra(folder)
+    assert (
+        got["global_step"] == 3 and got["loops"] == extra["loops"] and torch.equal(got["rng"], extra["rng"])
+    )
+    assert read_extra(save_sharded(tmp_path / "plain", model=model)) == {}
+    assert complete_checkpoint(folder) == folder and complete_checkpoint(tmp_path / "nothing") is None
+    # A kill between removing the old folder and renaming the new one leaves only the twin.
+    twin = folder.with_name("last.ckpt.partial")
+    folder.rename(twin)
+    assert complete_checkpoint(folder) == twin
+    trainer = SimpleNamespace(checkpoint_callbacks=[ModelCheckpoint(dirpath=tmp_path)])
+    assert find_last_checkpoint(trainer) == folder
+    assert read_checkpoint(folder)["global_step"] == 3  # the recipes' identity check reads it
+    save_sharded(folder, model=model, step=4, extra={**extra, "global_step": 4})
+    assert not twin.exists() and read_extra(folder)["global_step"] == 4
+    # An incomplete twin (no info file: killed while writing) is never taken.
+    shutil.rmtree(folder)
+    twin.mkdir()
+    assert complete_checkpoint(folder) is None and find_last_checkpoint(trainer) is None
+    # Tampered or refused plain data is a typed error naming the file.
+    shutil.rmtree(twin)
+    folder = save_sharded(tmp_path / "t", model=model, extra=extra)
+    with open(folder / "trainer_state.pt", "ab") as handle:
+        handle.write(b"\0")
+    with pytest.raises(FileFormatError, match=r"trainer_state\.pt.*SHA-256"):
+        read_extra(folder)
+    with pytest.raises(TypeError, match="extra: expected a dict"):
+        save_sharded(tmp_path / "u", model=model, extra=[1])

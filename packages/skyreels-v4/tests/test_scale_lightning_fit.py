@@ -5,6 +5,13 @@ users launch it (``torchrun``), on CPU with gloo.
   the one-process run's (tiny joint model, task mixture, text dropout, EMA, clipping; 1e-5 relative).
 - dp = 2: the two replicas read disjoint batches (the bucket sampler shards them), take the same number
   of steps, and the losses stay finite.
+- exact resume of a sharded run (dp = 2, FSDP2, EMA): 2 steps with a sharded ``last.ckpt`` after
+  each, then a second launch that finds and resumes it, read the uninterrupted run's batches, give its
+  losses and end with its EMA shadows; ``ExportModel`` gathers those shadows into one plain model
+  folder (the next stage's ``init_from``).
+- the refiner of paper 4.5 (``RefinerLightningModule``, VSA with a sparsity ramp): the same two runs.
+  Its sampler deals the items of one global order round-robin, so the two dp replicas' first step
+  reads exactly the one-process run's first two steps.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from skyreels_v4.model import SkyReelsV4Transformer
 from skyreels_v4.text import EmbeddedTextEncoder, EmbeddedTextEncoderConfig
 from skyreels_v4.training import build_latent_cache, world_samples
 from skyreels_v4.vae import FrameAudioCodec, PixelShuffleVideoCodec
@@ -40,9 +48,15 @@ def cache_dir(tmp_path_factory) -> Path:
     return out
 
 
-def _run(cache: Path, out: Path, *parallel: int) -> list[list[dict]]:
+def _reports(
+    cache: Path | None, out: Path, *parallel: int, steps: int = STEPS, checkpoints: Path | None = None
+):
+    """The workers' reports; ``cache`` None: the refiner run."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    args = [str(WORKER), str(cache), str(out), str(STEPS), *map(str, parallel)]
+    kind, source = ("refiner", "-") if cache is None else ("joint", str(cache))
+    args = [str(WORKER), kind, source, str(out), str(steps), *map(str, parallel)]
+    if checkpoints is not None:
+        args.append(str(checkpoints))
     if parallel:
         world = parallel[0] * parallel[1]
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={world}"]
@@ -54,7 +68,12 @@ def _run(cache: Path, out: Path, *parallel: int) -> list[list[dict]]:
     assert all(r["world"] == world for r in reports)
     sp = parallel[1] if parallel else 1
     assert all(r["sp"] == sp for r in reports)  # the attention really is split over the sp group
-    return [r["steps"] for r in reports]
+    assert all(r["sharded"] == bool(parallel) for r in reports)  # FSDP2 sharded every weight
+    return reports
+
+
+def _run(cache: Path | None, out: Path, *parallel: int) -> list[list[dict]]:
+    return [r["steps"] for r in _reports(cache, out, *parallel)]
 
 
 @pytest.fixture(scope="module")
@@ -80,4 +99,58 @@ def test_dp2_fit_shards_the_batches(cache_dir, single, tmp_path):
     assert len(seen_first | seen_second) == 12
     # The shared epoch order dealt round-robin: replica 0 takes batches 0, 2, 4, replica 1 takes 1, 3, 5.
     assert (first[0]["items"], second[0]["items"], first[1]["items"]) == tuple(s["items"] for s in single)
+    assert all(s["loss"] == s["loss"] and s["loss"] < 1e3 for s in first + second)
+
+
+def test_sharded_checkpoint_resumes_exactly(cache_dir, tmp_path):
+    whole = _reports(cache_dir, tmp_path / "whole", 2, 1, steps=4, checkpoints=tmp_path / "whole_ckpt")
+    first = _reports(cache_dir, tmp_path / "first", 2, 1, steps=2, checkpoints=tmp_path / "ckpt")
+    # The sharded checkpoint: one DCP shard file per rank, plain data beside it.
+    written = sorted(p.name for p in (tmp_path / "ckpt" / "last.ckpt").iterdir())
+    assert written == [
+        ".metadata", "__0_0.distcp", "__1_0.distcp", "skyreels_checkpoint.json", "trainer_state.pt"
+    ]  # fmt: skip
+    resumed = _reports(cache_dir, tmp_path / "resumed", 2, 1, steps=4, checkpoints=tmp_path / "ckpt")
+    for rank in range(2):
+        assert whole[rank]["resumed_from"] is None and first[rank]["resumed_from"] is None
+        assert resumed[rank]["resumed_from"] == "last.ckpt"
+        assert len(first[rank]["steps"]) == len(resumed[rank]["steps"]) == 2
+        for got, want in zip(
+            first[rank]["steps"] + resumed[rank]["steps"], whole[rank]["steps"], strict=True
+        ):
+            assert got["items"] == want["items"]  # the data position per replica
+            assert got["loss"] == pytest.approx(want["loss"], rel=1e-6, abs=0)
+        assert resumed[rank]["ema_checksum"] == pytest.approx(whole[rank]["ema_checksum"], rel=1e-6)
+    assert whole[0]["ema_checksum"] != pytest.approx(first[0]["ema_checksum"], rel=1e-6)  # it moved
+    # ExportModel gathered the EMA weights from both ranks' shards into one plain model folder.
+    exported = SkyReelsV4Transformer.from_pretrained(tmp_path / "whole" / "model")
+    checksum = float(sum(p.detach().double().square().sum() for p in exported.parameters()))
+    assert checksum == pytest.approx(whole[0]["ema_checksum"], rel=1e-6)
+
+
+@pytest.fixture(scope="module")
+def single_refiner(tmp_path_factory) -> list[dict]:
+    return _run(None, tmp_path_factory.mktemp("single_refiner"))[0]
+
+
+def test_sp2_refiner_fit_equals_one_process(single_refiner, tmp_path):
+    ranks = _run(None, tmp_path, 1, 2)
+    assert len(single_refiner) == STEPS
+    for rank in ranks:
+        assert [s["items"] for s in rank] == [s["items"] for s in single_refiner]
+        for got, want in zip(rank, single_refiner, strict=True):
+            assert got["loss"] == pytest.approx(want["loss"], rel=1e-5)
+
+
+def test_dp2_refiner_fit_shards_the_items(single_refiner, tmp_path):
+    first, second = _run(None, tmp_path, 2, 1)
+    assert len(first) == len(second) == STEPS
+    # 8 items, batch 2, 2 replicas: 2 steps per epoch each; step 3 starts the next pass.
+    epoch = [set(first[i]["items"]) | set(second[i]["items"]) for i in range(2)]
+    assert not set(first[0]["items"]) & set(second[0]["items"])
+    assert epoch[0] | epoch[1] == set(range(8))
+    # Round-robin over one global order: replica 0 reads positions 0, 2 and replica 1 positions 1, 3,
+    # i.e. together the one-process run's first two batches.
+    one_process = single_refiner[0]["items"] + single_refiner[1]["items"]
+    assert first[0]["items"] == one_process[0::2] and second[0]["items"] == one_process[1::2]
     assert all(s["loss"] == s["loss"] and s["loss"] < 1e3 for s in first + second)

@@ -12,9 +12,13 @@ downsampling high-resolution latents, so the refiner learns the inverse of a kno
 - inpainting (with ``inpaint_probability``): a random box of the high-res clip is kept
   (``keep_mask`` 1 there; the source is the clip itself), else ``keep_mask`` is all zeros.
 
-Every item is a deterministic function of (seed, index). Batches are dicts of stacked tensors.
-The training loader is ``skyreels_v4.runs.dataloader`` (resumable order, exact resume); the data
-module's ``preflight`` checks latent channels, text width and sizes against the model.
+Every item is a deterministic function of (seed, index). Batches are dicts of stacked tensors
+(``index``: the items' dataset indices). The training loader is ``skyreels_v4.runs.dataloader``
+(resumable order, exact resume); the data module's ``preflight`` checks latent channels, text width
+and sizes against the model. On several processes both loaders shard the data over the data-parallel
+replicas themselves (``skyreels_v4.runs.data_parallel_of``: under ``SkyReelsParallelStrategy`` the
+ranks of one sequence-parallel group read the same batches), so the trainer needs
+``use_distributed_sampler: false``.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from skyreels_v4.errors import PreflightError
-from skyreels_v4.runs import check_matches, dataloader
+from skyreels_v4.runs import check_matches, data_parallel_of, dataloader
 
 __all__ = ["ProceduralRefinerTriples", "RefinerTripleDataModule", "downsample_latents"]
 
@@ -134,6 +138,7 @@ class ProceduralRefinerTriples(Dataset[dict[str, Tensor]]):
             "keep_mask": keep,
             "text_tokens": self.class_text[motion] * text_mask[:, None],
             "text_mask": text_mask,
+            "index": torch.tensor(index),
         }
 
 
@@ -204,16 +209,32 @@ class RefinerTripleDataModule(L.LightningDataModule):
                 f"got {self.high_res_shape}"
             )
 
+    def _data_parallel(self) -> tuple[int, int]:
+        return data_parallel_of(getattr(self, "trainer", None), owner="RefinerTripleDataModule")
+
     def train_dataloader(self) -> DataLoader[dict[str, Tensor]]:
+        replicas, rank = self._data_parallel()
         return dataloader(
             self.train_set,
             batch_size=self.batch_size,
             seed=self.seed,
             drop_last=True,
             num_workers=self.num_workers,
+            num_replicas=replicas,
+            rank=rank,
         )
 
     def val_dataloader(self) -> DataLoader[dict[str, Tensor]]:
-        return DataLoader(
-            self.val_set, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers
+        """The validation clips in order; on several replicas each takes its share (cut so that every
+        replica runs as many validation steps: a collective waits for all of them)."""
+        replicas, rank = self._data_parallel()
+        return dataloader(
+            self.val_set,
+            batch_size=max(1, min(self.batch_size, len(self.val_set) // replicas)),
+            seed=self.seed,
+            shuffle=False,
+            drop_last=replicas > 1,
+            num_workers=self.num_workers,
+            num_replicas=replicas,
+            rank=rank,
         )

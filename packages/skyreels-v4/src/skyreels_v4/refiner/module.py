@@ -134,6 +134,15 @@ class RefinerLightningModule(L.LightningModule):
         # Not in the state dict (it is an hparam); a buffer so that it follows the module's device.
         self.register_buffer("black_latent", torch.tensor(black).view(1, channels, 1, 1, 1), persistent=False)
 
+    def configure_model(self) -> None:
+        """Lightning calls this on every rank before the optimizers exist. Under
+        ``skyreels_v4.scale.lightning.SkyReelsParallelStrategy`` it applies ``parallelize`` to the
+        refiner (Ulysses SP over its video tokens when ``sp`` > 1, FSDP2 per block, mixed precision,
+        activation checkpointing, regional compile); under any other strategy it does nothing."""
+        from skyreels_v4.scale.lightning import parallelize_module
+
+        parallelize_module(self, "refiner")
+
     def _condition(self, batch: dict[str, Tensor]) -> RefinerCondition:
         high_res = batch["high_res"]
         indices = batch["keyframe_indices"]
@@ -195,9 +204,12 @@ class RefinerLightningModule(L.LightningModule):
             losses.append(masked_mse(prediction, noised.target, condition.loss_mask))
             if value == 0.5:
                 estimate = noised.noisy - 0.5 * prediction
-                self.log("val/x0_mse", masked_mse(estimate, x0, condition.loss_mask))
-                self.log("val/interp_mse", masked_mse(condition.upsampled, x0, condition.loss_mask))
-        self.log("val/loss", torch.stack(losses).mean(), prog_bar=True)
+                self.log("val/x0_mse", masked_mse(estimate, x0, condition.loss_mask), sync_dist=True)
+                self.log(
+                    "val/interp_mse", masked_mse(condition.upsampled, x0, condition.loss_mask), sync_dist=True
+                )
+        # sync_dist: on several replicas each validates its share; the logged value is their mean.
+        self.log("val/loss", torch.stack(losses).mean(), prog_bar=True, sync_dist=True)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.AdamW(

@@ -3,7 +3,14 @@ pre-flight checks, atomic typed checkpoints. A recipe's ``train.py`` calls :func
 builds its training loader with :func:`dataloader` (docs/reliability.md)."""
 
 from skyreels_v4.runs.checkpoints import AtomicCheckpointIO, other_checkpoints, read_checkpoint
-from skyreels_v4.runs.data import ResumableSampler, SeededIndex, dataloader, item_generator, mix_seed
+from skyreels_v4.runs.data import (
+    ResumableSampler,
+    SeededIndex,
+    data_parallel_of,
+    dataloader,
+    item_generator,
+    mix_seed,
+)
 from skyreels_v4.runs.identity import RESUMABLE_KEYS, check_same_run, flatten_config
 from skyreels_v4.runs.preflight import (
     DataPreflight,
@@ -28,6 +35,7 @@ __all__ = [
     "check_matches",
     "check_same_run",
     "check_writable",
+    "data_parallel_of",
     "dataloader",
     "find_last_checkpoint",
     "flatten_config",

@@ -5,7 +5,8 @@
   ``last.ckpt`` intact. Loads go through :func:`read_checkpoint`.
 - :func:`read_checkpoint`: ``torch.load(weights_only=True)`` (never unpickles code), with
   ``FileFormatError`` naming the file for missing, truncated, corrupt or non-Lightning files, and
-  saying how to proceed (delete it, or resume from another checkpoint it lists).
+  saying how to proceed (delete it, or resume from another checkpoint it lists). A sharded
+  checkpoint folder (``SkyReelsParallelStrategy``) gives its plain-data part, checked the same way.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from skyreels_v4.errors import FileFormatError
 from skyreels_v4.io import atomic_path
 
-__all__ = ["AtomicCheckpointIO", "other_checkpoints", "read_checkpoint"]
+__all__ = ["AtomicCheckpointIO", "other_checkpoints", "read_checkpoint", "sharded_checkpoint"]
 
 _REQUIRED_KEYS = ("state_dict", "global_step", "loops")
 
@@ -53,6 +54,9 @@ def read_checkpoint(
     (``state_dict``, ``global_step``, ``loops``). ``mmap``: map tensors instead of reading them.
     """
     target = Path(path)
+    sharded = sharded_checkpoint(target)
+    if sharded is not None:
+        return _read_sharded(target, sharded, lightning=lightning)
     if not target.is_file():
         raise FileFormatError(target, "expected a checkpoint file, but it is missing")
     try:
@@ -79,6 +83,34 @@ def read_checkpoint(
                 f"not a Lightning training checkpoint (missing {missing}). {_how_to_proceed(target)}",
             )
     return checkpoint
+
+
+def sharded_checkpoint(path: str | os.PathLike[str]) -> Path | None:
+    """The complete sharded checkpoint folder ``path`` names (``SkyReelsParallelStrategy``'s format,
+    ``skyreels_v4.scale.checkpoint``; a save killed before its final rename is found by its
+    ``.partial`` twin), or None for anything else."""
+    target = Path(path)
+    if target.is_file():
+        return None
+    from skyreels_v4.scale.checkpoint import complete_checkpoint  # the format's owner (lazy: no cycle)
+
+    return complete_checkpoint(target)
+
+
+def _read_sharded(target: Path, folder: Path, *, lightning: bool) -> dict[str, Any]:
+    """The plain-data part of a sharded Lightning checkpoint (weights stay on disk until the strategy
+    loads them on every rank; ``sharded_weights`` names their folder)."""
+    from skyreels_v4.scale.checkpoint import read_extra
+
+    checkpoint = read_extra(folder)
+    if lightning:
+        missing = [key for key in _REQUIRED_KEYS if key != "state_dict" and key not in checkpoint]
+        if missing:
+            raise FileFormatError(
+                target,
+                f"not a Lightning training checkpoint (missing {missing}). {_how_to_proceed(target)}",
+            )
+    return {**checkpoint, "sharded_weights": str(folder)}
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

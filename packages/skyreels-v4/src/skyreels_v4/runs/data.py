@@ -12,6 +12,11 @@ the process started:
   restart. Worker processes hold no random state that matters, so none needs saving.
 - :func:`dataloader` builds the ``StatefulDataLoader`` with that sampler, a seeded loader
   generator (creating an iterator draws nothing from the global RNG) and seeded workers.
+- data parallelism: with ``num_replicas`` R > 1 every replica computes the same pass order and takes
+  positions ``rank, rank + R, ...`` of it (the seeds stay those of the global positions, so one step
+  of R replicas reads exactly the items, with the same draws, of one step of a single process with an
+  R times larger batch). :func:`data_parallel_of` reads ``(R, rank)`` from a Lightning trainer; ranks
+  of one sequence-parallel group get the same rank and so the same batches.
 """
 
 from __future__ import annotations
@@ -25,7 +30,16 @@ import torch
 from torch.utils.data import Dataset, Sampler
 from torchdata.stateful_dataloader import StatefulDataLoader
 
-__all__ = ["ResumableSampler", "SeededIndex", "dataloader", "item_generator", "mix_seed"]
+from skyreels_v4.errors import PreflightError
+
+__all__ = [
+    "ResumableSampler",
+    "SeededIndex",
+    "data_parallel_of",
+    "dataloader",
+    "item_generator",
+    "mix_seed",
+]
 
 _MASK = (1 << 63) - 1
 
@@ -78,23 +92,25 @@ class _EpochIterator(Iterator[SeededIndex]):
         return self
 
     def __next__(self) -> SeededIndex:
-        if self.yielded >= self.sampler.per_epoch:
+        sampler = self.sampler
+        if self.yielded >= len(sampler):
             raise StopIteration
         if self._order is None:
-            self._order = self.sampler.order(self.epoch)
-        position = self.yielded
+            self._order = sampler.order(self.epoch)
+        position = sampler.rank + self.yielded * sampler.num_replicas  # in the pass's global order
         self.yielded += 1
-        if self.yielded == self.sampler.per_epoch:
-            self.sampler.finished = True
-        return SeededIndex(self._order[position], mix_seed(self.sampler.seed, self.epoch, position))
+        if self.yielded == len(sampler):
+            sampler.finished = True
+        return SeededIndex(self._order[position], mix_seed(sampler.seed, self.epoch, position))
 
     def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "yielded": self.yielded}
+        return {"epoch": self.epoch, "yielded": self.yielded, "num_replicas": self.sampler.num_replicas}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
+        self.sampler.check_replicas(state)
         self.epoch, self.yielded, self._order = int(state["epoch"]), int(state["yielded"]), None
         self.sampler.epoch = self.epoch
-        self.sampler.finished = self.yielded >= self.sampler.per_epoch
+        self.sampler.finished = self.yielded >= len(self.sampler)
 
 
 class ResumableSampler(Sampler[SeededIndex]):
@@ -106,19 +122,52 @@ class ResumableSampler(Sampler[SeededIndex]):
     pass only once the previous one yielded everything. It deliberately ignores Lightning's epoch
     counter (no ``set_epoch``): resuming from a checkpoint written at the last batch of an epoch
     makes that counter skip a value, which would change the data order.
+
+    With ``num_replicas`` R > 1 (data parallelism) this replica draws positions ``rank, rank + R, ...``
+    of the ``per_epoch`` positions of every pass (``per_epoch`` must be a multiple of R, so that every
+    replica draws as many items as the others); ``len`` is ``per_epoch / R``.
     """
 
-    def __init__(self, length: int, *, seed: int, shuffle: bool = True, per_epoch: int | None = None) -> None:
+    def __init__(
+        self,
+        length: int,
+        *,
+        seed: int,
+        shuffle: bool = True,
+        per_epoch: int | None = None,
+        num_replicas: int = 1,
+        rank: int = 0,
+    ) -> None:
         if isinstance(length, bool) or not isinstance(length, int) or length < 1:
             raise ValueError(f"length: expected a positive int, got {length!r}")
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise TypeError(f"seed: expected an int, got {type(seed).__name__}")
+        if isinstance(num_replicas, bool) or not isinstance(num_replicas, int) or num_replicas < 1:
+            raise ValueError(f"num_replicas: expected a positive int, got {num_replicas!r}")
+        if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < num_replicas:
+            raise ValueError(f"rank: expected an int in [0, {num_replicas}), got {rank!r}")
         per_epoch = length if per_epoch is None else per_epoch
         if isinstance(per_epoch, bool) or not isinstance(per_epoch, int) or not 1 <= per_epoch <= length:
             raise ValueError(f"per_epoch: expected an int in [1, {length}], got {per_epoch!r}")
+        if per_epoch % num_replicas:
+            raise ValueError(
+                f"per_epoch: expected a multiple of num_replicas = {num_replicas} (every replica draws "
+                f"as many items), got {per_epoch}"
+            )
         self.length, self.seed, self.shuffle, self.per_epoch = length, seed, shuffle, per_epoch
+        self.num_replicas, self.rank = num_replicas, rank
         self.epoch = 0
         self.finished = False
+
+    def check_replicas(self, state: dict[str, int]) -> None:
+        """A saved state must come from a run with the same data-parallel size (positions differ)."""
+        saved = int(state.get("num_replicas", 1))
+        if saved != self.num_replicas:
+            raise ValueError(
+                f"sampler state: saved by a run with {saved} data-parallel replicas, this run has "
+                f"{self.num_replicas}; resume with the same data-parallel size (or start a new run "
+                "from the exported weights)"
+            )
 
     def order(self, epoch: int) -> list[int]:
         if not self.shuffle:
@@ -132,12 +181,13 @@ class ResumableSampler(Sampler[SeededIndex]):
         return _EpochIterator(self)
 
     def __len__(self) -> int:
-        return self.per_epoch
+        return self.per_epoch // self.num_replicas
 
     def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "finished": int(self.finished)}
+        return {"epoch": self.epoch, "finished": int(self.finished), "num_replicas": self.num_replicas}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
+        self.check_replicas(state)
         self.epoch, self.finished = int(state["epoch"]), bool(state["finished"])
 
 
@@ -148,6 +198,25 @@ def _seed_worker(worker_id: int) -> None:
     random.seed(seed)
 
 
+def data_parallel_of(trainer: Any, *, owner: str) -> tuple[int, int]:
+    """``(num_replicas, rank)`` of this process among a Lightning trainer's data-parallel replicas, for
+    a data module (``owner``, named in errors) that shards its batches itself: from the strategy's
+    ``distributed_sampler_kwargs`` (``SkyReelsParallelStrategy`` counts one sequence-parallel group as
+    one replica; DDP / FSDP count every process), ``(1, 0)`` without a trainer or with one process.
+    Lightning must not inject its own ``DistributedSampler`` as well: ``use_distributed_sampler`` has to
+    be false on several processes (a typed error says so)."""
+    if trainer is None or trainer.world_size <= 1:
+        return 1, 0
+    if trainer._accelerator_connector.use_distributed_sampler:
+        raise PreflightError(
+            f"trainer.use_distributed_sampler: must be false with {owner} on {trainer.world_size} "
+            "processes (its sampler shards the batches over the data-parallel replicas itself and keeps "
+            "its position for exact resume; Lightning cannot inject a DistributedSampler into it)"
+        )
+    kwargs = trainer.strategy.distributed_sampler_kwargs or {}
+    return int(kwargs.get("num_replicas", 1)), int(kwargs.get("rank", 0))
+
+
 def dataloader(
     dataset: Dataset[Any],
     *,
@@ -156,19 +225,37 @@ def dataloader(
     shuffle: bool = True,
     drop_last: bool = False,
     num_workers: int = 0,
+    num_replicas: int = 1,
+    rank: int = 0,
     **kwargs: Any,
 ) -> StatefulDataLoader:
-    """A resumable ``StatefulDataLoader`` over ``dataset`` (module docstring)."""
+    """A resumable ``StatefulDataLoader`` over ``dataset`` (module docstring); with ``num_replicas`` > 1,
+    this replica's share of every pass (each replica gets as many batches as the others: the pass is
+    cut to a multiple of ``batch_size x num_replicas`` with ``drop_last``, else of ``num_replicas``)."""
     if not isinstance(dataset, Sized):
         raise TypeError(f"dataset: expected a map-style dataset with __len__, got {type(dataset).__name__}")
-    for name, value, low in (("batch_size", batch_size, 1), ("num_workers", num_workers, 0)):
+    for name, value, low in (
+        ("batch_size", batch_size, 1),
+        ("num_workers", num_workers, 0),
+        ("num_replicas", num_replicas, 1),
+    ):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"{name}: expected an int >= {low}, got {value!r}")
     length = len(dataset)
-    if length < 1 or (drop_last and length < batch_size):
-        raise ValueError(f"dataset: expected at least {batch_size if drop_last else 1} items, got {length}")
-    per_epoch = length - length % batch_size if drop_last else length
-    sampler = ResumableSampler(length, seed=seed, shuffle=shuffle, per_epoch=per_epoch)
+    unit = batch_size * num_replicas if drop_last else num_replicas
+    if length < unit or length < 1:
+        raise ValueError(
+            f"dataset: expected at least {unit} items ({batch_size if drop_last else 1} per batch x "
+            f"{num_replicas} data-parallel replicas), got {length}"
+        )
+    sampler = ResumableSampler(
+        length,
+        seed=seed,
+        shuffle=shuffle,
+        per_epoch=length - length % unit,
+        num_replicas=num_replicas,
+        rank=rank,
+    )
     return StatefulDataLoader(
         dataset,
         batch_size=batch_size,

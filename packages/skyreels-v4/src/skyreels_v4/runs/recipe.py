@@ -31,7 +31,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from skyreels_v4.errors import ConfigMismatchError, FileFormatError, PreflightError
 from skyreels_v4.guards import NonFiniteGuard, OnNonFinite, check_finite_state
 from skyreels_v4.io import atomic_write_json
-from skyreels_v4.runs.checkpoints import AtomicCheckpointIO, read_checkpoint
+from skyreels_v4.runs.checkpoints import AtomicCheckpointIO, read_checkpoint, sharded_checkpoint
 from skyreels_v4.runs.identity import check_same_run, flatten_config
 from skyreels_v4.runs.preflight import run_preflight
 from skyreels_v4.runs.state import RunState
@@ -40,17 +40,25 @@ __all__ = ["RecipeCLI", "find_last_checkpoint", "run_recipe"]
 
 
 def find_last_checkpoint(trainer: L.Trainer) -> Path | None:
-    """The newest ``last*.ckpt`` among the trainer's ModelCheckpoint folders, or None."""
-    found: list[Path] = []
+    """The newest ``last*.ckpt`` among the trainer's ModelCheckpoint folders, or None: files, and the
+    folders of sharded runs (``SkyReelsParallelStrategy``; also one whose save was killed just before
+    its final rename, found by its complete ``.partial`` twin)."""
+    found: dict[Path, float] = {}
     for callback in trainer.checkpoint_callbacks:
         if isinstance(callback, ModelCheckpoint) and callback.dirpath:
             folder = Path(callback.dirpath)
-            if folder.is_dir():
-                found += [
-                    p for p in folder.glob(f"{callback.CHECKPOINT_NAME_LAST}*{callback.FILE_EXTENSION}")
-                ]
-    found = [p for p in found if p.is_file() and not p.name.startswith(".")]
-    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+            if not folder.is_dir():
+                continue
+            pattern = f"{callback.CHECKPOINT_NAME_LAST}*{callback.FILE_EXTENSION}"
+            names = [*folder.glob(pattern), *(p.with_suffix("") for p in folder.glob(pattern + ".partial"))]
+            for path in names:
+                if path.name.startswith("."):
+                    continue
+                if path.is_file():
+                    found[path] = path.stat().st_mtime
+                elif (sharded := sharded_checkpoint(path)) is not None:
+                    found[path] = sharded.stat().st_mtime
+    return max(found, key=lambda p: found[p]) if found else None
 
 
 class _LoadOptimizerStates(L.Callback):
@@ -160,7 +168,8 @@ class RecipeCLI(LightningCLI):
                     f"start a new run from it with --fork_from {resume} and a new output folder",
                 )
             check_same_run(stored, given, checkpoint=str(resume))
-            check_finite_state(checkpoint["state_dict"], str(resume))
+            if "state_dict" in checkpoint:  # a sharded checkpoint's weights are checked as they load
+                check_finite_state(checkpoint["state_dict"], str(resume))
             run_state.run_id = run_id
             record["resumed_from"] = str(resume)
             self.config_init[self.subcommand]["ckpt_path"] = str(resume)
@@ -178,6 +187,13 @@ class RecipeCLI(LightningCLI):
 
     def _fork(self, source: Path, fork_state: str) -> None:
         checkpoint = read_checkpoint(source, lightning=False)
+        if "sharded_weights" in checkpoint:
+            raise FileFormatError(
+                source,
+                "fork_from: a sharded checkpoint folder (SkyReelsParallelStrategy); resume it with the "
+                "recipe that wrote it, or start the new run from its exported model folder "
+                "(skyreels_v4.scale.export_pretrained, or the ExportModel callback) as model.init_from",
+            )
         state = checkpoint.get("state_dict")
         if not isinstance(state, dict):
             raise FileFormatError(source, "fork_from: expected a checkpoint with a 'state_dict'")

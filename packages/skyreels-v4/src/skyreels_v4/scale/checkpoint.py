@@ -12,7 +12,14 @@ Safety: DCP stores its index (``.metadata``) as a pickle. ``load_sharded`` never
 ``pickle.load`` on it: it checks the SHA-256 recorded at save time and unpickles with an allow-list
 of the DCP metadata classes, torch's dtype/size/layout types and paths only (anything else raises
 ``FileFormatError``). Tensor shards are read with ``torch.load(weights_only=True)`` by DCP itself.
-Writes are atomic: a folder ``<name>.partial`` renamed once every rank has finished.
+Writes are atomic: a folder ``<name>.partial`` renamed once every rank has finished (rank 0 writes
+the info file last, so a ``.partial`` folder with its info file is complete: ``complete_checkpoint``
+takes it when a kill fell between removing the old folder and the rename, and the next save moves it
+into place).
+
+``extra``: plain data saved beside the tensors by rank 0 (``trainer_state.pt``, read back with
+``weights_only=True`` and checked against its recorded SHA-256): what ``SkyReelsParallelStrategy``
+stores there is the rest of a Lightning checkpoint (loops, callbacks, random states, data position).
 """
 
 from __future__ import annotations
@@ -31,25 +38,31 @@ from torch import Tensor, nn
 from torch.distributed.checkpoint import FileSystemReader
 from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
 from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
     get_model_state_dict,
     get_state_dict,
     set_model_state_dict,
     set_state_dict,
 )
+from torch.distributed.tensor import DTensor
 
 from skyreels_v4.errors import FileFormatError
 from skyreels_v4.io import atomic_write_json, read_json
 
 __all__ = [
     "CHECKPOINT_INFO",
+    "complete_checkpoint",
     "ema_state",
     "export_pretrained",
+    "gather_full_state",
     "load_sharded",
+    "read_extra",
     "save_sharded",
 ]
 
 CHECKPOINT_INFO = "skyreels_checkpoint.json"
 _METADATA = ".metadata"
+_EXTRA = "trainer_state.pt"
 _FORMAT = "skyreels-dcp-1"
 
 
@@ -94,17 +107,24 @@ def save_sharded(
     optimizer: torch.optim.Optimizer | None = None,
     ema: list[Tensor] | dict[str, Tensor] | None = None,
     step: int = 0,
+    extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Write a sharded checkpoint of ``model`` (+ ``optimizer``, + ``ema``) to ``folder``; collective:
-    every rank calls it. An existing ``folder`` is replaced only once the new one is complete."""
+    """Write a sharded checkpoint of ``model`` (+ ``optimizer``, + ``ema``, + rank 0's ``extra`` plain
+    data) to ``folder``; collective: every rank calls it. An existing ``folder`` is replaced only once
+    the new one is complete."""
     folder = Path(folder)
     if isinstance(step, bool) or not isinstance(step, int) or step < 0:
         raise ValueError(f"step: expected an int >= 0, got {step!r}")
+    if extra is not None and not isinstance(extra, dict):
+        raise TypeError(f"extra: expected a dict of plain data, got {type(extra).__name__}")
     if not folder.parent.is_dir():
         raise FileFormatError(folder, f"parent folder {folder.parent} does not exist")
-    partial = folder.with_name(folder.name + ".partial")
+    partial = _partial(folder)
     if _rank() == 0 and partial.exists():
-        shutil.rmtree(partial)
+        if not folder.exists() and (partial / CHECKPOINT_INFO).is_file():
+            partial.rename(folder)  # the previous save was killed just before its rename: finish it
+        else:
+            shutil.rmtree(partial)
     _barrier()
     if optimizer is None:
         state: dict[str, Any] = {"model": get_model_state_dict(model)}
@@ -123,12 +143,32 @@ def save_sharded(
             "contents": sorted(state),
             "metadata_sha256": _sha256(partial / _METADATA),
         }
-        atomic_write_json(partial / CHECKPOINT_INFO, info)
+        if extra is not None:
+            torch.save(extra, partial / _EXTRA)
+            info["extra_sha256"] = _sha256(partial / _EXTRA)
+        atomic_write_json(partial / CHECKPOINT_INFO, info)  # last: it marks the folder complete
         if folder.exists():
             shutil.rmtree(folder)
         partial.rename(folder)
     _barrier()
     return folder
+
+
+def _partial(folder: Path) -> Path:
+    return folder.with_name(folder.name + ".partial")
+
+
+def complete_checkpoint(folder: str | os.PathLike[str]) -> Path | None:
+    """``folder`` when it is a complete sharded checkpoint; its ``.partial`` twin when ``folder`` is
+    missing and the twin is complete (a save killed between removing the old folder and its rename);
+    else None."""
+    folder = Path(folder)
+    for candidate in (folder, _partial(folder)):
+        if (candidate / CHECKPOINT_INFO).is_file():
+            return candidate
+        if candidate.exists():
+            return None
+    return None
 
 
 # -- reading ---------------------------------------------------------------------------------------
@@ -242,6 +282,43 @@ def load_sharded(
     else:
         set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
     return info
+
+
+def read_extra(folder: str | os.PathLike[str]) -> dict[str, Any]:
+    """The ``extra`` plain data of a ``save_sharded`` checkpoint ({} when it has none): read with
+    ``weights_only=True`` after checking its recorded SHA-256; ``FileFormatError`` otherwise."""
+    folder = Path(folder)
+    info = _info(folder)
+    expected = info.get("extra_sha256")
+    if expected is None:
+        return {}
+    path = folder / _EXTRA
+    if not path.is_file():
+        raise FileFormatError(path, f"missing, but {CHECKPOINT_INFO} records it")
+    if _sha256(path) != expected:
+        raise FileFormatError(path, f"SHA-256 differs from the one {CHECKPOINT_INFO} recorded at save time")
+    try:
+        extra = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # the weights-only unpickler runs no code
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise FileFormatError(path, f"refused or unreadable ({first})") from None
+    if not isinstance(extra, dict):
+        raise FileFormatError(path, f"expected a dict, got {type(extra).__name__}")
+    return extra
+
+
+def gather_full_state(model: nn.Module, shadows: list[Tensor] | None = None) -> dict[str, Tensor] | None:
+    """The whole state dict of a sharded (FSDP2) ``model`` on CPU, on rank 0; None on the other ranks.
+    Collective: every rank calls it. ``shadows`` (EMA tensors in ``model.parameters()`` order) replace
+    the parameters' values. Each tensor is gathered on its own, so no rank holds a second full copy of
+    the model on the device."""
+    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    if shadows is not None:
+        for name, shadow in ema_state(model, list(shadows)).items():
+            full = shadow.full_tensor() if isinstance(shadow, DTensor) else shadow
+            if _rank() == 0:
+                state[name] = full.detach().cpu()
+    return state if _rank() == 0 else None
 
 
 def export_pretrained(

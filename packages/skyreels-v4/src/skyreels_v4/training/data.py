@@ -13,6 +13,7 @@ import lightning as L
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from skyreels_v4.errors import PreflightError
+from skyreels_v4.runs import data_parallel_of
 from skyreels_v4.training.cache import BucketBatchSampler, LatentCache, collate_cache_items
 
 __all__ = ["LatentCacheDataModule"]
@@ -77,17 +78,7 @@ class LatentCacheDataModule(L.LightningDataModule):
         """``(num_replicas, rank)`` of this process among the data-parallel replicas: from the trainer's
         strategy (``SkyReelsParallelStrategy`` counts one sequence-parallel group as one replica), or
         ``(1, 0)`` without a multi-process trainer."""
-        trainer = getattr(self, "trainer", None)
-        if trainer is None or trainer.world_size <= 1:
-            return 1, 0
-        if trainer._accelerator_connector.use_distributed_sampler:
-            raise PreflightError(
-                "trainer.use_distributed_sampler: must be false with LatentCacheDataModule on "
-                f"{trainer.world_size} processes (its bucket sampler shards the batches over the "
-                "data-parallel replicas itself; Lightning cannot inject a DistributedSampler into it)"
-            )
-        kwargs = trainer.strategy.distributed_sampler_kwargs or {}
-        return int(kwargs.get("num_replicas", 1)), int(kwargs.get("rank", 0))
+        return data_parallel_of(getattr(self, "trainer", None), owner="LatentCacheDataModule")
 
     def train_dataloader(self) -> StatefulDataLoader:
         replicas, rank = self.data_parallel()

@@ -656,6 +656,26 @@ class JointTrainingModule(L.LightningModule):
                     shadow.lerp_(param.detach().to(shadow.device), 1.0 - decay)
         return result
 
+    def _gather_sharded(self, use_ema: bool) -> SkyReelsV4Transformer | None:
+        from skyreels_v4.scale.checkpoint import gather_full_state
+
+        state = gather_full_state(self.transformer, self.ema if use_ema else None)
+        if state is None:
+            return None
+        sharded = self.transformer
+        model = SkyReelsV4Transformer(
+            sharded.config, prediction=sharded.prediction, video_attention=sharded.video_attention
+        )
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as error:
+            first = str(error).strip().splitlines()[0]
+            raise SkyReelsError(
+                f"export: the sharded transformer's weights do not fit a plain {type(model).__name__} "
+                f"of its config ({first}); LoRA-wrapped runs are exported unsharded"
+            ) from error
+        return model.eval()
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.ema is not None:
             checkpoint["ema"] = [s.detach().cpu() for s in self.ema]
@@ -669,13 +689,24 @@ class JointTrainingModule(L.LightningModule):
                 )
             self.ema = [s.to(p.device) for s, p in zip(saved, self.transformer.parameters())]
 
-    def export_transformer(self, *, use_ema: bool = True) -> SkyReelsV4Transformer:
-        """A plain copy of the transformer for inference (EMA weights when there are any)."""
-        model = copy.deepcopy(self.transformer).cpu().eval()
-        if use_ema and self.ema is not None:
-            with torch.no_grad():
-                for param, shadow in zip(model.parameters(), self.ema):
-                    param.copy_(shadow)
+    def export_transformer(self, *, use_ema: bool = True) -> SkyReelsV4Transformer | None:
+        """A plain copy of the transformer for inference (EMA weights when there are any).
+
+        Sharded weights (``SkyReelsParallelStrategy``): collective, every rank must call it; the whole
+        weights are gathered tensor by tensor onto rank 0's CPU, which returns the plain model (built
+        from the transformer's config); the other ranks return None."""
+        from torch.distributed.tensor import DTensor
+
+        if any(isinstance(p, DTensor) for p in self.transformer.parameters()):
+            model = self._gather_sharded(use_ema)
+            if model is None:
+                return None
+        else:
+            model = copy.deepcopy(self.transformer).cpu().eval()
+            if use_ema and self.ema is not None:
+                with torch.no_grad():
+                    for param, shadow in zip(model.parameters(), self.ema):
+                        param.copy_(shadow)
         for param in model.parameters():
             if not bool(torch.isfinite(param).all()):
                 raise NonFiniteError("export: the transformer holds NaN/inf weights; refusing to export")

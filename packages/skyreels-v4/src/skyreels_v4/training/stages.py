@@ -215,14 +215,16 @@ class ExportModel(L.Callback):
             ) from None
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.is_global_zero:
-            return
         export = getattr(pl_module, "export_model", None)
         if callable(export):
-            export(self.dirpath)
+            if trainer.is_global_zero:
+                export(self.dirpath)
             return
+        # Every rank: with sharded weights (SkyReelsParallelStrategy) the export gathers them
+        # collectively; rank 0 gets the model and writes it.
         model = pl_module.export_transformer(use_ema=self.weights is ExportWeights.EMA)  # type: ignore[operator]
-        model.save_pretrained(self.dirpath)
+        if trainer.is_global_zero and model is not None:
+            model.save_pretrained(self.dirpath)
 
 
 def merge_branches(
