@@ -22,15 +22,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lightning_fit_worker
 import pytest
+import torch
 
 from skyreels_v4.model import SkyReelsV4Transformer
+from skyreels_v4.scale.checkpoint import load_sharded, read_extra, save_sharded
 from skyreels_v4.text import EmbeddedTextEncoder, EmbeddedTextEncoderConfig
 from skyreels_v4.training import build_latent_cache, world_samples
 from skyreels_v4.vae import FrameAudioCodec, PixelShuffleVideoCodec
 from skyreels_v4.world import WorldConfig
 
-WORKER = Path(__file__).with_name("lightning_fit_worker.py")
+WORKER = Path(__file__).parent / "helpers" / "lightning_fit_worker.py"
 STEPS = 3
 
 
@@ -48,22 +51,29 @@ def cache_dir(tmp_path_factory) -> Path:
     return out
 
 
-def _reports(
+def _launch(
     cache: Path | None, out: Path, *parallel: int, steps: int = STEPS, checkpoints: Path | None = None
-):
-    """The workers' reports; ``cache`` None: the refiner run."""
+) -> subprocess.CompletedProcess:
+    """One worker run (under torchrun when ``parallel`` is given); ``cache`` None: the refiner run."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     kind, source = ("refiner", "-") if cache is None else ("joint", str(cache))
     args = [str(WORKER), kind, source, str(out), str(steps), *map(str, parallel)]
     if checkpoints is not None:
         args.append(str(checkpoints))
+    command = [sys.executable]
     if parallel:
         world = parallel[0] * parallel[1]
-        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={world}"]
-    else:
-        world, command = 1, [sys.executable]
-    done = subprocess.run(command + args, env=env, capture_output=True, text=True, timeout=600)
+        command += ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={world}"]
+    return subprocess.run(command + args, env=env, capture_output=True, text=True, timeout=600)
+
+
+def _reports(
+    cache: Path | None, out: Path, *parallel: int, steps: int = STEPS, checkpoints: Path | None = None
+):
+    """The workers' reports."""
+    done = _launch(cache, out, *parallel, steps=steps, checkpoints=checkpoints)
     assert done.returncode == 0, done.stderr[-4000:]
+    world = parallel[0] * parallel[1] if parallel else 1
     reports = [json.loads((out / f"rank{r}.json").read_text()) for r in range(world)]
     assert all(r["world"] == world for r in reports)
     sp = parallel[1] if parallel else 1
@@ -126,6 +136,21 @@ def test_sharded_checkpoint_resumes_exactly(cache_dir, tmp_path):
     exported = SkyReelsV4Transformer.from_pretrained(tmp_path / "whole" / "model")
     checksum = float(sum(p.detach().double().square().sum() for p in exported.parameters()))
     assert checksum == pytest.approx(whole[0]["ema_checksum"], rel=1e-6)
+    # NaN in the checkpoint's weights: the resume stops, naming the folder and the tensor, on every rank.
+    module, _, _ = lightning_fit_worker._joint(str(cache_dir))
+    optimizer = module.configure_optimizers()["optimizer"]  # with the scheduler's param-group keys
+    ema = {f"transformer.{n}": s for (n, _), s in zip(module.transformer.named_parameters(), module.ema)}
+    folder = tmp_path / "ckpt" / "last.ckpt"
+    load_sharded(folder, model=module, optimizer=optimizer, ema=ema)  # one plain process
+    name, weight = next((n, p) for n, p in module.named_parameters() if p.dim() > 1)
+    with torch.no_grad():
+        weight[0] = float("nan")
+    poisoned = tmp_path / "poisoned"
+    poisoned.mkdir()
+    save_sharded(poisoned / "last.ckpt", model=module, optimizer=optimizer, ema=ema, extra=read_extra(folder))
+    done = _launch(cache_dir, tmp_path / "nan", 2, 1, steps=4, checkpoints=poisoned)
+    assert done.returncode != 0
+    assert "refusing to resume" in done.stderr and f"{name} holds NaN/inf" in done.stderr
 
 
 @pytest.fixture(scope="module")
