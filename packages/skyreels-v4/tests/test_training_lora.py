@@ -221,3 +221,52 @@ def test_module_needs_a_model_folder_and_known_keys(tmp_path):
             audio_latent_channels=8,
             init_from=str(tmp_path),
         )
+
+
+def _module_with_adapters(folder) -> LoRATrainingModule:
+    torch.manual_seed(0)  # the adapters' A initialisation
+    module = LoRATrainingModule(
+        lora=CONFIG.to_dict(), export="adapter", preset="tiny", video_latent_channels=4,
+        audio_latent_channels=8, text_dim=32, model_overrides=OVERRIDES, ema_decay=0.9,
+        init_from=str(folder),
+    )  # fmt: skip
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():  # B = 0 at init would make the adapter trivially equal
+        for name, parameter in module.transformer.named_parameters():
+            if "lora_B" in name:
+                parameter.copy_(torch.randn(parameter.shape, generator=g) * 0.1)
+    module.ema = [p.detach().clone() for p in module.transformer.parameters()]
+    return module
+
+
+def _sharded_export_worker(rank: int, world: int, folder: str) -> None:
+    import torch.distributed as dist
+
+    from skyreels_v4.scale.parallelize import MixedPrecision, ParallelDims, build_device_mesh, parallelize
+
+    dist.init_process_group("gloo", init_method=f"file://{folder}/init", rank=rank, world_size=world)
+    try:
+        torch.set_num_threads(1)
+        module = _module_with_adapters(f"{folder}/base")
+        mesh = build_device_mesh(ParallelDims(dp_shard=world))
+        parallelize(module.transformer, mesh, mixed_precision=MixedPrecision.FP32)
+        module.ema = [p.detach().clone() for p in module.transformer.parameters()]  # sharded shadows
+        written = module.export_model(f"{folder}/sharded_adapter")
+        assert (written is None) == (rank != 0)  # rank 0 writes, the others only took part
+    finally:
+        dist.destroy_process_group()
+
+
+def test_sharded_module_exports_the_same_adapter(base, tmp_path):
+    """FSDP2 over 2 gloo ranks: ``export_model`` gathers the shards (collective) and rank 0 writes the
+    adapter the unsharded module writes, tensor for tensor."""
+    import torch.multiprocessing as mp
+    from safetensors.torch import load_file
+
+    base.save_pretrained(tmp_path / "base")
+    _module_with_adapters(tmp_path / "base").export_model(tmp_path / "plain_adapter")
+    mp.spawn(_sharded_export_worker, args=(2, str(tmp_path)), nprocs=2, join=True)
+    want = load_file(tmp_path / "plain_adapter" / ADAPTER_WEIGHTS)
+    got = load_file(tmp_path / "sharded_adapter" / ADAPTER_WEIGHTS)
+    assert sorted(got) == sorted(want) and any(bool(v.any()) for v in want.values())
+    assert all(torch.equal(got[name], want[name]) for name in want)

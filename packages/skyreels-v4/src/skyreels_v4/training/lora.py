@@ -277,9 +277,15 @@ class LoRATrainingModule(StageTrainingModule):
     def configure_optimizers(self) -> Any:
         return self._optimizer_and_schedule([p for p in self.transformer.parameters() if p.requires_grad])
 
-    def export_model(self, folder: str | os.PathLike[str]) -> Path:
-        """Write the adapter or the merged model folder (``export``), from the EMA weights if kept."""
+    def _plain_transformer(self) -> nn.Module:
+        return apply_lora(super()._plain_transformer(), self.lora_config)
+
+    def export_model(self, folder: str | os.PathLike[str]) -> Path | None:
+        """Write the adapter or the merged model folder (``export``), from the EMA weights if kept.
+        Sharded weights: collective (every rank calls it), rank 0 writes; the others return None."""
         wrapped = self.export_transformer()
+        if wrapped is None:
+            return None
         if self.export_kind is LoRAExport.MERGED:
             return merge_lora(wrapped).save_pretrained(folder)
         return save_lora_adapter(wrapped, folder, self.lora_config)

@@ -662,19 +662,23 @@ class JointTrainingModule(L.LightningModule):
         state = gather_full_state(self.transformer, self.ema if use_ema else None)
         if state is None:
             return None
-        sharded = self.transformer
-        model = SkyReelsV4Transformer(
-            sharded.config, prediction=sharded.prediction, video_attention=sharded.video_attention
-        )
+        model = self._plain_transformer()
         try:
             model.load_state_dict(state, strict=True)
         except RuntimeError as error:
             first = str(error).strip().splitlines()[0]
             raise SkyReelsError(
                 f"export: the sharded transformer's weights do not fit a plain {type(model).__name__} "
-                f"of its config ({first}); LoRA-wrapped runs are exported unsharded"
+                f"of its config ({first})"
             ) from error
         return model.eval()
+
+    def _plain_transformer(self) -> SkyReelsV4Transformer:
+        """A new, unsharded transformer laid out like ``self.transformer`` (what a sharded export fills)."""
+        sharded = self.transformer
+        return SkyReelsV4Transformer(
+            sharded.config, prediction=sharded.prediction, video_attention=sharded.video_attention
+        )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.ema is not None:

@@ -30,6 +30,7 @@ from typing import Any
 import lightning as L
 import torch
 from torch import Tensor
+from torch.distributed.tensor import DTensor
 
 from skyreels_v4.errors import ConfigMismatchError, PreflightError, SkyReelsError
 from skyreels_v4.training.cache import CACHE_INDEX, CacheSample, build_latent_cache, world_samples
@@ -215,15 +216,17 @@ class ExportModel(L.Callback):
             ) from None
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Sharded weights (SkyReelsParallelStrategy): every rank takes part in gathering them and
+        # rank 0 writes; otherwise rank 0 alone exports.
+        sharded = any(isinstance(p, DTensor) for p in pl_module.parameters())
+        if not (sharded or trainer.is_global_zero):
+            return
         export = getattr(pl_module, "export_model", None)
         if callable(export):
-            if trainer.is_global_zero:
-                export(self.dirpath)
+            export(self.dirpath)
             return
-        # Every rank: with sharded weights (SkyReelsParallelStrategy) the export gathers them
-        # collectively; rank 0 gets the model and writes it.
         model = pl_module.export_transformer(use_ema=self.weights is ExportWeights.EMA)  # type: ignore[operator]
-        if trainer.is_global_zero and model is not None:
+        if model is not None:
             model.save_pretrained(self.dirpath)
 
 
