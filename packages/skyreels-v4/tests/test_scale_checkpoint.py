@@ -224,6 +224,8 @@ def test_extra_data_and_a_save_killed_before_its_rename(tmp_path):
     shutil.rmtree(folder)
     twin.mkdir()
     assert complete_checkpoint(folder) is None and find_last_checkpoint(trainer) is None
+    with pytest.raises(FileFormatError, match="not a complete sharded checkpoint"):
+        read_checkpoint(twin)
     # Tampered or refused plain data is a typed error naming the file.
     shutil.rmtree(twin)
     folder = save_sharded(tmp_path / "t", model=model, extra=extra)

@@ -52,14 +52,15 @@ def cache_dir(tmp_path_factory) -> Path:
 
 
 def _launch(
-    cache: Path | None, out: Path, *parallel: int, steps: int = STEPS, checkpoints: Path | None = None
+    cache: Path | None, out: Path, *parallel: int | str, steps: int = STEPS, checkpoints: Path | None = None
 ) -> subprocess.CompletedProcess:
     """One worker run (under torchrun when ``parallel`` is given); ``cache`` None: the refiner run."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     kind, source = ("refiner", "-") if cache is None else ("joint", str(cache))
-    args = [str(WORKER), kind, source, str(out), str(steps), *map(str, parallel)]
+    layout, mode = parallel[:2], parallel[2:]  # mode: "full" = one-file checkpoints
+    args = [str(WORKER), kind, source, str(out), str(steps), *map(str, layout)]
     if checkpoints is not None:
-        args.append(str(checkpoints))
+        args += [str(checkpoints), *mode]
     command = [sys.executable]
     if parallel:
         world = parallel[0] * parallel[1]
@@ -68,7 +69,7 @@ def _launch(
 
 
 def _reports(
-    cache: Path | None, out: Path, *parallel: int, steps: int = STEPS, checkpoints: Path | None = None
+    cache: Path | None, out: Path, *parallel: int | str, steps: int = STEPS, checkpoints: Path | None = None
 ):
     """The workers' reports."""
     done = _launch(cache, out, *parallel, steps=steps, checkpoints=checkpoints)
@@ -112,15 +113,17 @@ def test_dp2_fit_shards_the_batches(cache_dir, single, tmp_path):
     assert all(s["loss"] == s["loss"] and s["loss"] < 1e3 for s in first + second)
 
 
-def test_sharded_checkpoint_resumes_exactly(cache_dir, tmp_path):
-    whole = _reports(cache_dir, tmp_path / "whole", 2, 1, steps=4, checkpoints=tmp_path / "whole_ckpt")
-    first = _reports(cache_dir, tmp_path / "first", 2, 1, steps=2, checkpoints=tmp_path / "ckpt")
-    # The sharded checkpoint: one DCP shard file per rank, plain data beside it.
-    written = sorted(p.name for p in (tmp_path / "ckpt" / "last.ckpt").iterdir())
-    assert written == [
-        ".metadata", "__0_0.distcp", "__1_0.distcp", "skyreels_checkpoint.json", "trainer_state.pt"
-    ]  # fmt: skip
-    resumed = _reports(cache_dir, tmp_path / "resumed", 2, 1, steps=4, checkpoints=tmp_path / "ckpt")
+@pytest.fixture(scope="module")
+def whole(cache_dir, tmp_path_factory) -> tuple[list[dict], Path]:
+    """4 uninterrupted dp = 2 steps (sharded checkpoints after each, EMA exported at the end)."""
+    out = tmp_path_factory.mktemp("whole")
+    return _reports(cache_dir, out, 2, 1, steps=4, checkpoints=out / "ckpt"), out
+
+
+def _resume_matches(cache_dir, tmp_path, whole, *mode: str) -> None:
+    """2 steps, then a second launch that resumes for 2 more, equal the 4 uninterrupted steps."""
+    first = _reports(cache_dir, tmp_path / "first", 2, 1, *mode, steps=2, checkpoints=tmp_path / "ckpt")
+    resumed = _reports(cache_dir, tmp_path / "resumed", 2, 1, *mode, steps=4, checkpoints=tmp_path / "ckpt")
     for rank in range(2):
         assert whole[rank]["resumed_from"] is None and first[rank]["resumed_from"] is None
         assert resumed[rank]["resumed_from"] == "last.ckpt"
@@ -132,8 +135,25 @@ def test_sharded_checkpoint_resumes_exactly(cache_dir, tmp_path):
             assert got["loss"] == pytest.approx(want["loss"], rel=1e-6, abs=0)
         assert resumed[rank]["ema_checksum"] == pytest.approx(whole[rank]["ema_checksum"], rel=1e-6)
     assert whole[0]["ema_checksum"] != pytest.approx(first[0]["ema_checksum"], rel=1e-6)  # it moved
+
+
+def test_full_file_checkpoint_resumes_exactly(cache_dir, whole, tmp_path):
+    """``save_distributed_checkpoint=False``: one file from rank 0 with the gathered EMA, which a
+    resumed sharded run splits into its shards again."""
+    _resume_matches(cache_dir, tmp_path, whole[0], "full")
+    assert (tmp_path / "ckpt" / "last.ckpt").is_file()
+
+
+def test_sharded_checkpoint_resumes_exactly(cache_dir, whole, tmp_path):
+    whole, whole_out = whole
+    _resume_matches(cache_dir, tmp_path, whole)
+    # The sharded checkpoint: one DCP shard file per rank, plain data beside it.
+    written = sorted(p.name for p in (tmp_path / "ckpt" / "last.ckpt").iterdir())
+    assert written == [
+        ".metadata", "__0_0.distcp", "__1_0.distcp", "skyreels_checkpoint.json", "trainer_state.pt"
+    ]  # fmt: skip
     # ExportModel gathered the EMA weights from both ranks' shards into one plain model folder.
-    exported = SkyReelsV4Transformer.from_pretrained(tmp_path / "whole" / "model")
+    exported = SkyReelsV4Transformer.from_pretrained(whole_out / "model")
     checksum = float(sum(p.detach().double().square().sum() for p in exported.parameters()))
     assert checksum == pytest.approx(whole[0]["ema_checksum"], rel=1e-6)
     # NaN in the checkpoint's weights: the resume stops, naming the folder and the tensor, on every rank.

@@ -2,15 +2,16 @@
 ``SkyReelsParallelStrategy``. Writes ``rank<N>.json``: the loss and data items of every step, the
 sequence-parallel size, the world size and whether the weights are sharded (DTensors).
 
-    python lightning_fit_worker.py joint CACHE OUT STEPS [DP_SHARD SP [CHECKPOINTS]]
-    python lightning_fit_worker.py refiner - OUT STEPS [DP_SHARD SP [CHECKPOINTS]]
+    python lightning_fit_worker.py joint CACHE OUT STEPS [DP_SHARD SP [CHECKPOINTS [full]]]
+    python lightning_fit_worker.py refiner - OUT STEPS [DP_SHARD SP [CHECKPOINTS [full]]]
 
 ``joint``: the tiny joint model on a latent cache; ``refiner``: the refiner of paper 4.5 (VSA with a
 sparsity ramp, inpainting boxes, padded text) on procedural triples. ``CHECKPOINTS``: a folder for a
 sharded ``last.ckpt`` written after every step; the run resumes from it when it exists (found by
 ``skyreels_v4.runs.find_last_checkpoint``, as recipes do); the joint run also exports its EMA model
-to ``OUT/model`` when training ends (``ExportModel``). The report then also holds the step it
-resumed from and a checksum of the EMA shadows (gathered from every rank).
+to ``OUT/model`` when training ends (``ExportModel``). ``full``: the strategy writes one checkpoint
+file from rank 0 (``save_distributed_checkpoint=False``) instead of a sharded folder. The report then
+also holds the checkpoint it resumed from and a checksum of the EMA shadows (gathered from every rank).
 """
 
 from __future__ import annotations
@@ -108,7 +109,10 @@ def main() -> None:
             common["callbacks"].append(ExportModel(str(out / "model")))
     if parallel:
         dp_shard, sp = int(sys.argv[5]), int(sys.argv[6])
-        strategy = SkyReelsParallelStrategy(dp_shard=dp_shard, sp=sp, mixed_precision="fp32")
+        full_file = len(sys.argv) > 8 and sys.argv[8] == "full"  # one-file checkpoints from rank 0
+        strategy = SkyReelsParallelStrategy(
+            dp_shard=dp_shard, sp=sp, mixed_precision="fp32", save_distributed_checkpoint=not full_file
+        )
         trainer = L.Trainer(devices=dp_shard * sp, strategy=strategy, use_distributed_sampler=False, **common)
     else:
         trainer = L.Trainer(devices=1, **common)

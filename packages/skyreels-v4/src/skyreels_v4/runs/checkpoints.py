@@ -57,6 +57,12 @@ def read_checkpoint(
     sharded = sharded_checkpoint(target)
     if sharded is not None:
         return _read_sharded(target, sharded, lightning=lightning)
+    if target.is_dir():
+        raise FileFormatError(
+            target,
+            "a folder, but not a complete sharded checkpoint (no skyreels_checkpoint.json: a save that "
+            f"was killed, or another tool's format). {_how_to_proceed(target)}",
+        )
     if not target.is_file():
         raise FileFormatError(target, "expected a checkpoint file, but it is missing")
     try:

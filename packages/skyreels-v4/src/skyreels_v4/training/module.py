@@ -681,17 +681,37 @@ class JointTrainingModule(L.LightningModule):
         )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if self.ema is not None:
+        from torch.distributed.tensor import DTensor
+
+        if self.ema is None:
+            return
+        if not any(isinstance(s, DTensor) for s in self.ema):
             checkpoint["ema"] = [s.detach().cpu() for s in self.ema]
+            return
+        strategy = self._trainer.strategy if self._trainer is not None else None
+        if getattr(strategy, "_save_distributed_checkpoint", False):
+            return  # SkyReelsParallelStrategy writes every rank's EMA shards itself (decisions/0016)
+        # One full file, written by rank 0: gather each shadow (every rank runs this hook), keep it
+        # on rank 0 only.
+        full = [s.full_tensor().detach() for s in self.ema]
+        if self.global_rank == 0:
+            checkpoint["ema"] = [s.cpu() for s in full]
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        from torch.distributed.tensor import DTensor, distribute_tensor
+
         if self.ema is not None and "ema" in checkpoint:
             saved = checkpoint["ema"]
             if len(saved) != len(self.ema):
                 raise SkyReelsError(
                     f"checkpoint: EMA holds {len(saved)} tensors, the model has {len(self.ema)}"
                 )
-            self.ema = [s.to(p.device) for s, p in zip(saved, self.transformer.parameters())]
+            self.ema = [
+                distribute_tensor(s.to(p.device_mesh.device_type), p.device_mesh, p.placements)
+                if isinstance(p, DTensor)  # a full file into a sharded model: this rank's shards
+                else s.to(p.device)
+                for s, p in zip(saved, self.transformer.parameters())
+            ]
 
     def export_transformer(self, *, use_ema: bool = True) -> SkyReelsV4Transformer | None:
         """A plain copy of the transformer for inference (EMA weights when there are any).
