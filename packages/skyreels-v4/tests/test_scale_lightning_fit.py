@@ -56,6 +56,11 @@ def _launch(
 ) -> subprocess.CompletedProcess:
     """One worker run (under torchrun when ``parallel`` is given); ``cache`` None: the refiner run."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    # An earlier in-process seed_everything leaves PL_GLOBAL_SEED behind; Lightning's distributed
+    # set-up would re-seed the workers from it (the one-process run would not), and the refiner draws
+    # its sigmas from the global generator.
+    for name in ("PL_GLOBAL_SEED", "PL_SEED_WORKERS"):
+        env.pop(name, None)
     kind, source = ("refiner", "-") if cache is None else ("joint", str(cache))
     layout, mode = parallel[:2], parallel[2:]  # mode: "full" = one-file checkpoints
     args = [str(WORKER), kind, source, str(out), str(steps), *map(str, layout)]
