@@ -217,6 +217,27 @@ def test_data_module_refuses_lightnings_distributed_sampler(cache_dir):
     assert len(list(data.train_dataloader().batch_sampler)) == 3
 
 
+def test_data_parallel_replicas_draw_their_own_numbers(components):
+    """Replica 0 (and one process) keeps the (seed, step) draws; replica 1 draws its own; the ranks of
+    one sp group (same replica) draw the same numbers."""
+    from types import SimpleNamespace
+
+    module = make_module(components)
+    plain = module._generator(7).initial_seed()
+    assert plain == 3 * 1_000_003 + 7
+
+    def on_replica(rank: int) -> int:
+        module._trainer = SimpleNamespace(
+            world_size=4,
+            strategy=SimpleNamespace(distributed_sampler_kwargs={"num_replicas": 3, "rank": rank}),
+        )
+        return module._generator(7).initial_seed()
+
+    assert on_replica(0) == plain and on_replica(1) != plain and on_replica(1) == on_replica(1)
+    assert on_replica(2) not in (plain, on_replica(1))
+    module._trainer = None
+
+
 def test_task_mixture_validation():
     mixture = parse_task_mixture({"t2av": 2, "v2a": 1, "video_editing": 1})
     assert mixture[JointTask.T2AV] == pytest.approx(0.5)

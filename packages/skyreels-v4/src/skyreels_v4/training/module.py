@@ -1,7 +1,7 @@
 """``JointTrainingModule``: flow-matching training of the joint audio-video transformer (paper 3.1, 4).
 
-One training step (batch from the latent cache, all draws from a generator seeded by ``(seed, step)``,
-so a resumed run makes exactly the draws the uninterrupted one would):
+One training step (batch from the latent cache, all draws from a generator seeded by ``(seed, step)``
+and the data-parallel replica, so a resumed run makes exactly the draws the uninterrupted one would):
 
 1. a task from the mixture (``training.tasks``): what is generated and what is given;
 2. σ and ε from skyreels-flow-matching (shared or independent σ per modality, any sampler and shift);
@@ -56,6 +56,7 @@ from skyreels_v4.model import (
     transformer_preset,
 )
 from skyreels_v4.refiner.hparams import as_sampler_config
+from skyreels_v4.runs import mix_seed
 from skyreels_v4.training.tasks import JointTask, parse_task_mixture, sample_task
 
 __all__ = ["JointTrainingModule", "build_transformer_config", "learning_rate_factor", "onset_weights"]
@@ -380,7 +381,22 @@ class JointTrainingModule(L.LightningModule):
 
     # -- one step -----------------------------------------------------------------------------
     def _generator(self, salt: int) -> torch.Generator:
-        return torch.Generator().manual_seed(int(self.hparams.seed) * 1_000_003 + salt)
+        """The step's generator: seeded by ``(seed, salt)`` and this process's data-parallel replica.
+        Replica 0 (and a single process) keeps the plain ``(seed, salt)`` draws; other replicas draw
+        their own tasks, σ and ε, so a global batch is not R copies of one draw. The ranks of one
+        sequence-parallel group share a replica and so draw the same numbers, as they must (every
+        task's forward reaches every parameter, so replicas on different tasks run the same FSDP2
+        collectives)."""
+        seed = int(self.hparams.seed) * 1_000_003 + salt
+        replica = self._data_parallel_replica()
+        return torch.Generator().manual_seed(mix_seed(seed, replica) if replica else seed)
+
+    def _data_parallel_replica(self) -> int:
+        trainer = self._trainer
+        if trainer is None or trainer.world_size <= 1:
+            return 0
+        kwargs = getattr(trainer.strategy, "distributed_sampler_kwargs", None) or {}
+        return int(kwargs.get("rank", 0))
 
     def prepare_batch(
         self,
@@ -427,7 +443,7 @@ class JointTrainingModule(L.LightningModule):
                     pooled[drop.to(device)] = self.empty_pooled.to(device=device, dtype=pooled.dtype)
 
         # σ, then ε for video, then ε for audio (skyreels-flow-matching's order), all on the CPU
-        # generator so that every device draws the same numbers.
+        # generator so that every device of one replica draws the same numbers.
         patch = self.transformer.config.video.patch_size
         s_v, s_a = self.objective.sample_sigmas(
             b,
