@@ -193,6 +193,13 @@ def test_bad_checkpoints(saved, tmp_path):
     with pytest.raises(ValueError, match="ema"):
         save_sharded(tmp_path / "x", model=model, ema=[torch.zeros(1)])
     assert not (tmp_path / "x").exists() and not (tmp_path / "x.partial").exists()
+    poisoned = copy.deepcopy(model)
+    name, weight = next((n, p) for n, p in poisoned.named_parameters() if p.dim() > 1)
+    with torch.no_grad():
+        weight[0, 0] = float("inf")
+    save_sharded(tmp_path / "inf", model=poisoned)
+    with pytest.raises(FileFormatError, match=rf"{name} holds NaN/inf; do not use this model"):
+        load_sharded(tmp_path / "inf", model=copy.deepcopy(model))
     only_model = save_sharded(tmp_path / "m", model=copy.deepcopy(model))
     with pytest.raises(FileFormatError, match="optimizer was requested"):
         load_sharded(only_model, model=model, optimizer=torch.optim.AdamW(model.parameters()))

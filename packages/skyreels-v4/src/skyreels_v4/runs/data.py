@@ -30,11 +30,12 @@ import torch
 from torch.utils.data import Dataset, Sampler
 from torchdata.stateful_dataloader import StatefulDataLoader
 
-from skyreels_v4.errors import PreflightError
+from skyreels_v4.errors import ConfigMismatchError, PreflightError
 
 __all__ = [
     "ResumableSampler",
     "SeededIndex",
+    "check_same_replicas",
     "data_parallel_of",
     "dataloader",
     "item_generator",
@@ -160,14 +161,7 @@ class ResumableSampler(Sampler[SeededIndex]):
         self.finished = False
 
     def check_replicas(self, state: dict[str, int]) -> None:
-        """A saved state must come from a run with the same data-parallel size (positions differ)."""
-        saved = int(state.get("num_replicas", 1))
-        if saved != self.num_replicas:
-            raise ValueError(
-                f"sampler state: saved by a run with {saved} data-parallel replicas, this run has "
-                f"{self.num_replicas}; resume with the same data-parallel size (or start a new run "
-                "from the exported weights)"
-            )
+        check_same_replicas(state, self.num_replicas)
 
     def order(self, epoch: int) -> list[int]:
         if not self.shuffle:
@@ -198,22 +192,34 @@ def _seed_worker(worker_id: int) -> None:
     random.seed(seed)
 
 
-def data_parallel_of(trainer: Any, *, owner: str) -> tuple[int, int]:
-    """``(num_replicas, rank)`` of this process among a Lightning trainer's data-parallel replicas, for
-    a data module (``owner``, named in errors) that shards its batches itself: from the strategy's
-    ``distributed_sampler_kwargs`` (``SkyReelsParallelStrategy`` counts one sequence-parallel group as
-    one replica; DDP / FSDP count every process), ``(1, 0)`` without a trainer or with one process.
-    Lightning must not inject its own ``DistributedSampler`` as well: ``use_distributed_sampler`` has to
-    be false on several processes (a typed error says so)."""
+def check_same_replicas(state: dict[str, Any], num_replicas: int) -> None:
+    """A sampler state saved by a run with another data-parallel size cannot resume here (each replica's
+    positions differ): ``ConfigMismatchError`` saying so. States without the key count as 1 replica."""
+    saved = int(state.get("num_replicas", 1))
+    if saved != num_replicas:
+        raise ConfigMismatchError(
+            f"sampler state: saved by a run with {saved} data-parallel replicas, this run has "
+            f"{num_replicas}; resume with the same data-parallel size (or start a new run from the "
+            "exported weights)"
+        )
+
+
+def data_parallel_of(trainer: Any, *, owner: str | None = None) -> tuple[int, int]:
+    """``(num_replicas, rank)`` of this process among a Lightning trainer's data-parallel replicas:
+    from the strategy's ``distributed_sampler_kwargs`` (``SkyReelsParallelStrategy`` counts one
+    sequence-parallel group as one replica; DDP / FSDP count every process), ``(1, 0)`` without a
+    trainer or with one process. ``owner``: a data module that shards its batches itself (named in
+    errors); then Lightning must not inject its own ``DistributedSampler`` as well, so
+    ``use_distributed_sampler`` has to be false on several processes (a typed error says so)."""
     if trainer is None or trainer.world_size <= 1:
         return 1, 0
-    if trainer._accelerator_connector.use_distributed_sampler:
+    if owner is not None and trainer._accelerator_connector.use_distributed_sampler:
         raise PreflightError(
             f"trainer.use_distributed_sampler: must be false with {owner} on {trainer.world_size} "
             "processes (its sampler shards the batches over the data-parallel replicas itself and keeps "
             "its position for exact resume; Lightning cannot inject a DistributedSampler into it)"
         )
-    kwargs = trainer.strategy.distributed_sampler_kwargs or {}
+    kwargs = getattr(trainer.strategy, "distributed_sampler_kwargs", None) or {}
     return int(kwargs.get("num_replicas", 1)), int(kwargs.get("rank", 0))
 
 
@@ -243,7 +249,7 @@ def dataloader(
             raise ValueError(f"{name}: expected an int >= {low}, got {value!r}")
     length = len(dataset)
     unit = batch_size * num_replicas if drop_last else num_replicas
-    if length < unit or length < 1:
+    if length < unit:
         raise ValueError(
             f"dataset: expected at least {unit} items ({batch_size if drop_last else 1} per batch x "
             f"{num_replicas} data-parallel replicas), got {length}"

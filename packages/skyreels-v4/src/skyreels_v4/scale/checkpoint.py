@@ -11,7 +11,8 @@ model. ``export_pretrained`` turns it into ``config.json`` + ``model*.safetensor
 Safety: DCP stores its index (``.metadata``) as a pickle. ``load_sharded`` never runs plain
 ``pickle.load`` on it: it checks the SHA-256 recorded at save time and unpickles with an allow-list
 of the DCP metadata classes, torch's dtype/size/layout types and paths only (anything else raises
-``FileFormatError``). Tensor shards are read with ``torch.load(weights_only=True)`` by DCP itself.
+``FileFormatError``). Tensor shards are read with ``torch.load(weights_only=True)`` by DCP itself,
+and checked for NaN/inf as they arrive (every rank stops together).
 Writes are atomic: a folder ``<name>.partial`` renamed once every rank has finished (rank 0 writes
 the info file last, so a ``.partial`` folder with its info file is complete: ``complete_checkpoint``
 takes it when a kill fell between removing the old folder and the rename, and the next save moves it
@@ -47,7 +48,7 @@ from torch.distributed.checkpoint.state_dict import (
 from torch.distributed.tensor import DTensor
 
 from skyreels_v4.errors import FileFormatError
-from skyreels_v4.io import atomic_write_json, read_json
+from skyreels_v4.io import all_finite, atomic_write_json, read_json
 
 __all__ = [
     "CHECKPOINT_INFO",
@@ -277,11 +278,37 @@ def load_sharded(
     reader = _CheckedReader(folder, str(info.get("metadata_sha256", "")))
     no_dist = not (dist.is_available() and dist.is_initialized())
     dcp.load(state, storage_reader=reader, no_dist=no_dist)
+    _check_finite(folder, {**state["model"], **{f"ema {k}": v for k, v in state.get("ema", {}).items()}})
     if optimizer is None:
         set_model_state_dict(model, state["model"])
     else:
         set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
     return info
+
+
+def _check_finite(folder: Path, tensors: dict[str, Any]) -> None:
+    """NaN/inf in any rank's loaded shards is a ``FileFormatError`` naming the tensor, raised on every
+    rank together (one all-reduce when distributed). DCP loads in place, so the model already holds the
+    checkpoint's values then: the error says not to use it."""
+    bad = next(
+        (
+            name
+            for name, value in tensors.items()
+            if isinstance(value, Tensor)
+            and value.is_floating_point()
+            and not all_finite(value.to_local() if isinstance(value, DTensor) else value)
+        ),
+        None,
+    )
+    if dist.is_available() and dist.is_initialized():
+        flag = torch.tensor([0.0 if bad is None else 1.0])
+        if dist.get_backend() == "nccl":
+            flag = flag.cuda()
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        if flag.item() and bad is None:
+            raise FileFormatError(folder, "another rank's shards hold NaN/inf; do not use this model")
+    if bad is not None:
+        raise FileFormatError(folder, f"{bad} holds NaN/inf; do not use this model")
 
 
 def read_extra(folder: str | os.PathLike[str]) -> dict[str, Any]:

@@ -35,10 +35,8 @@ import lightning as L
 import torch
 from lightning.pytorch.strategies import ModelParallelStrategy
 from lightning.pytorch.strategies.parallel import ParallelStrategy
-from torch.distributed.tensor import DTensor
 
 from skyreels_v4.errors import FileFormatError
-from skyreels_v4.io import all_finite
 from skyreels_v4.scale.checkpoint import complete_checkpoint, load_sharded, read_extra, save_sharded
 from skyreels_v4.scale.parallelize import (
     ActivationCheckpointing,
@@ -189,28 +187,16 @@ class SkyReelsParallelStrategy(ModelParallelStrategy):
         folder = complete_checkpoint(path)
         if folder is None:
             raise FileFormatError(path, "expected a checkpoint file or a complete sharded checkpoint folder")
-        ema = self._ema()
-        load_sharded(folder, model=self.lightning_module, optimizer=self._optimizer(), ema=ema)
-        shadows = {f"ema {name}": value for name, value in (ema or {}).items()}  # own keys: no overwrite
-        self._check_finite(folder, {**self.lightning_module.state_dict(), **shadows})
+        load_sharded(folder, model=self.lightning_module, optimizer=self._optimizer(), ema=self._ema())
         return read_extra(folder)
 
-    def _check_finite(self, folder: Path, tensors: dict[str, torch.Tensor]) -> None:
-        """NaN/inf in any rank's loaded shards is a ``FileFormatError`` on every rank (one all-reduce)."""
-        bad = next(
-            (
-                name
-                for name, value in tensors.items()
-                if value.is_floating_point()
-                and not all_finite(value.to_local() if isinstance(value, DTensor) else value)
-            ),
-            None,
-        )
-        flag = torch.tensor([0.0 if bad is None else 1.0], device=self.root_device)
-        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-        if flag.item():
-            where = f"{bad} holds NaN/inf" if bad is not None else "another rank's shards hold NaN/inf"
-            raise FileFormatError(folder, f"refusing to resume: {where}")
+    # Lightning collects these for every checkpoint; ``save_checkpoint`` writes the shards itself, so
+    # with distributed checkpoints gathering them here would be work thrown away.
+    def lightning_module_state_dict(self) -> dict[str, Any]:
+        return {} if self._save_distributed_checkpoint else super().lightning_module_state_dict()
+
+    def optimizer_state(self, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+        return {} if self._save_distributed_checkpoint else super().optimizer_state(optimizer)
 
 
 def parallelize_module(module: L.LightningModule, attribute: str = "transformer") -> None:

@@ -68,6 +68,7 @@ from skyreels_v4.io import (
     save_safetensors,
 )
 from skyreels_v4.prompts import SegmentOrder, combined_prompt, has_shot_markup, parse_multishot, parse_prompt
+from skyreels_v4.runs.data import check_same_replicas
 
 __all__ = [
     "CACHE_INDEX",
@@ -850,13 +851,7 @@ class BucketBatchSampler:
         }
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        saved_replicas = int(state.get("num_replicas", 1))
-        if saved_replicas != self.num_replicas:
-            raise SkyReelsError(
-                f"sampler state: saved by a run with {saved_replicas} data-parallel replicas, this run "
-                f"has {self.num_replicas}; resume with the same data-parallel size (or start a new run "
-                f"from the exported model)"
-            )
+        check_same_replicas(state, self.num_replicas)
         if int(state.get("seed", self.seed)) != self.seed:
             raise SkyReelsError(
                 f"sampler state: saved with seed {state.get('seed')}, this run uses {self.seed}"

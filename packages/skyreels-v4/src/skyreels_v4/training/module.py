@@ -56,7 +56,7 @@ from skyreels_v4.model import (
     transformer_preset,
 )
 from skyreels_v4.refiner.hparams import as_sampler_config
-from skyreels_v4.runs import mix_seed
+from skyreels_v4.runs import data_parallel_of, mix_seed
 from skyreels_v4.training.tasks import JointTask, parse_task_mixture, sample_task
 
 __all__ = ["JointTrainingModule", "build_transformer_config", "learning_rate_factor", "onset_weights"]
@@ -388,15 +388,8 @@ class JointTrainingModule(L.LightningModule):
         task's forward reaches every parameter, so replicas on different tasks run the same FSDP2
         collectives)."""
         seed = int(self.hparams.seed) * 1_000_003 + salt
-        replica = self._data_parallel_replica()
+        _, replica = data_parallel_of(self._trainer)
         return torch.Generator().manual_seed(mix_seed(seed, replica) if replica else seed)
-
-    def _data_parallel_replica(self) -> int:
-        trainer = self._trainer
-        if trainer is None or trainer.world_size <= 1:
-            return 0
-        kwargs = getattr(trainer.strategy, "distributed_sampler_kwargs", None) or {}
-        return int(kwargs.get("rank", 0))
 
     def prepare_batch(
         self,
