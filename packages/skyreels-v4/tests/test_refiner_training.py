@@ -173,6 +173,50 @@ def test_token_sqrt_shift_gets_the_video_token_count(monkeypatch):
     assert calls == [80] and bool(torch.isfinite(loss))
 
 
+def test_training_draws_come_from_the_step_and_replica():
+    """σ and ε of a training step depend on (seed, global step, data-parallel replica) only: not on
+    the process's global RNG (a resumed run draws the same), and replicas draw their own."""
+    from types import SimpleNamespace
+
+    data = RefinerTripleDataModule(
+        num_train=2, num_val=2, batch_size=2, high_res_shape=(5, 8, 8), keyframe_indices=(0,)
+    )
+    batch = next(iter(data.train_dataloader()))
+    module = RefinerLightningModule(vsa=VSAConfig(sparsity=0.5), seed=3)
+    assert module.hparams["seed"] == 3
+    drawn = []
+    original = module._predict
+    module._predict = lambda b, c, noisy, sigma: (drawn.append((noisy, sigma)), original(b, c, noisy, sigma))[
+        1
+    ]
+
+    def step(replica: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+        module._trainer = (
+            None
+            if replica is None
+            else SimpleNamespace(
+                world_size=4,
+                global_step=0,
+                strategy=SimpleNamespace(distributed_sampler_kwargs={"num_replicas": 2, "rank": replica}),
+            )
+        )
+        with torch.no_grad():
+            module.training_step(batch, 0) if replica is None else module.flow_matching_loss(
+                batch, module_source.step_generator(3, 0, module._trainer)
+            )
+        return drawn[-1]
+
+    torch.manual_seed(0)
+    first = step(None)
+    torch.manual_seed(1)  # another global RNG state: the same draws
+    second = step(None)
+    assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
+    replica0, replica1 = step(0), step(1)
+    assert torch.equal(replica0[1], first[1]) and torch.equal(replica0[0], first[0])
+    assert not torch.equal(replica1[1], first[1]) and not torch.equal(replica1[0], first[0])
+    module._trainer = None
+
+
 def test_module_argument_errors():
     with pytest.raises(TypeError, match="vsa: expected a VSAConfig or its hparams dict, got list"):
         RefinerLightningModule(vsa=[0.5])
@@ -203,6 +247,9 @@ def test_module_argument_errors():
             TypeError, match="black_latent: expected a finite float or a list of finite floats"
         ):
             RefinerLightningModule(vsa=VSAConfig(sparsity=0.5), black_latent=bad)
+    for bad in (-1, 1.5, True, "0"):
+        with pytest.raises(ValueError, match="seed: expected a non-negative int"):
+            RefinerLightningModule(vsa=VSAConfig(sparsity=0.5), seed=bad)
 
 
 def test_configs_rebuild_from_their_hparams_dicts():

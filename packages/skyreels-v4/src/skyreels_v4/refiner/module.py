@@ -5,7 +5,9 @@ Per batch of (low-res, keyframes, high-res[, kept source box]) latents:
 1. the refiner's conditioning ``U, I, M`` from the low-res latents, the keyframes and the kept box
    (``skyreels_refiner_vsa.build_refiner_condition``; ``I`` holds eq. 7's black-frame latent where
    ``M = 0``: the ``black_latent`` argument, 0 by default, right for the zero-mean procedural latents);
-2. ``σ`` from the timestep sampler, ``x_σ = (1-σ)·x0 + σ·ε``, target ``u = ε - x0`` (σ convention);
+2. ``σ`` from the timestep sampler, ``x_σ = (1-σ)·x0 + σ·ε``, target ``u = ε - x0`` (σ convention),
+   drawn from the step's generator (``runs.step_generator``: seeded by ``seed``, the global step and
+   the data-parallel replica, so replicas draw their own σ and ε and a resumed run draws the same);
 3. ``u_pred = refiner(Concat(V=x_σ, I, M, U), 1000·σ, text)``; loss = MSE over the generated cells
    (``1 - M``: keyframes and kept regions are conditions).
 
@@ -46,6 +48,7 @@ from skyreels_refiner_vsa import (
     refiner_from_base,
 )
 from skyreels_v4.refiner.hparams import as_sampler_config, as_sparsity_ramp, as_vsa_config, to_hparams
+from skyreels_v4.runs import step_generator
 
 __all__ = ["RefinerLightningModule"]
 
@@ -84,6 +87,7 @@ class RefinerLightningModule(L.LightningModule):
         black_latent: eq. 7's black-frame latent, filling ``I`` where ``M = 0``: one value for
             every channel, or C per-channel values. 0 suits the zero-mean procedural latents; with
             a real VAE use the (normalised) latent of one encoded black frame, which is not 0.
+        seed: seed of the training draws (σ and ε per step, step 2 of the module docstring).
     """
 
     def __init__(
@@ -99,6 +103,7 @@ class RefinerLightningModule(L.LightningModule):
         activation_checkpointing: bool = False,
         validation_sigmas: tuple[float, ...] = (0.25, 0.5, 0.75),
         black_latent: float | list[float] = 0.0,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         vsa = as_vsa_config(vsa)
@@ -106,6 +111,8 @@ class RefinerLightningModule(L.LightningModule):
         sampler = as_sampler_config(sampler)
         if sparsity_ramp is not None and vsa.sparsity is None:
             raise ValueError("sparsity_ramp needs vsa.sparsity (not top_k) to be set")
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"seed: expected a non-negative int, got {seed!r}")
         base_config = joint_preset(preset).video
         channels = base_config.out_channels
         black = _black_latent(black_latent, channels)
@@ -122,6 +129,7 @@ class RefinerLightningModule(L.LightningModule):
                 "activation_checkpointing": activation_checkpointing,
                 "validation_sigmas": list(validation_sigmas),
                 "black_latent": float(black_latent) if isinstance(black_latent, int | float) else black,
+                "seed": seed,
             }
         )
         base = MMDiTBranch(base_config)
@@ -174,20 +182,30 @@ class RefinerLightningModule(L.LightningModule):
             self.refiner.set_sparsity(sparsity)
             self.log("train/sparsity", sparsity, on_step=True, on_epoch=False)
 
-    def flow_matching_loss(self, batch: dict[str, Tensor]) -> Tensor:
-        """Steps 1-3 of the module docstring on one batch (σ and ε from the global RNG)."""
+    def flow_matching_loss(
+        self, batch: dict[str, Tensor], generator: torch.Generator | None = None
+    ) -> Tensor:
+        """Steps 1-3 of the module docstring on one batch; σ and ε from ``generator`` (CPU; the
+        global RNG when None)."""
         x0 = batch["high_res"]
         condition = self._condition(batch)
         # Video tokens of the refiner's sequence, for a token-count-dependent shift (ShiftRule.TOKEN_SQRT).
         patch = self.refiner.config.branch.patch_size
         num_tokens = math.prod(size // p for size, p in zip(x0.shape[2:], patch, strict=True))
-        sigma = sample_training_sigmas(x0.shape[0], self.sampler, device=x0.device, num_tokens=num_tokens)
-        noised = noise_latents(x0, sigma)
+        sigma = sample_training_sigmas(
+            x0.shape[0], self.sampler, generator=generator, device=x0.device, num_tokens=num_tokens
+        )
+        noise = None
+        if generator is not None:
+            noise = torch.randn(x0.shape, generator=generator, dtype=torch.float32).to(x0.device, x0.dtype)
+        noised = noise_latents(x0, sigma, noise=noise)
         prediction = self._predict(batch, condition, noised.noisy, sigma)
         return masked_mse(prediction, noised.target, condition.loss_mask)
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        loss = self.flow_matching_loss(batch)
+        loss = self.flow_matching_loss(
+            batch, step_generator(int(self.hparams["seed"]), int(self.global_step), self._trainer)
+        )
         self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
         return loss
 

@@ -11,6 +11,7 @@ from skyreels_v4.runs.data import (
     dataloader,
     item_generator,
     mix_seed,
+    step_generator,
 )
 from skyreels_v4.runs.identity import RESUMABLE_KEYS, check_same_run, flatten_config
 from skyreels_v4.runs.preflight import (
@@ -49,4 +50,5 @@ __all__ = [
     "restore_rng",
     "run_preflight",
     "run_recipe",
+    "step_generator",
 ]

@@ -40,6 +40,7 @@ __all__ = [
     "dataloader",
     "item_generator",
     "mix_seed",
+    "step_generator",
 ]
 
 _MASK = (1 << 63) - 1
@@ -221,6 +222,19 @@ def data_parallel_of(trainer: Any, *, owner: str | None = None) -> tuple[int, in
         )
     kwargs = getattr(trainer.strategy, "distributed_sampler_kwargs", None) or {}
     return int(kwargs.get("num_replicas", 1)), int(kwargs.get("rank", 0))
+
+
+def step_generator(seed: int, salt: int, trainer: Any = None) -> torch.Generator:
+    """A training step's generator (σ, ε, task draws), seeded by ``(seed, salt)`` (``salt``: the
+    global step, or an offset for fixed validation draws) and this process's data-parallel replica
+    (:func:`data_parallel_of`). Replica 0 and a single process keep the plain ``(seed, salt)`` draws;
+    other replicas draw their own numbers, so a global batch of R replicas is not R copies of one
+    draw. The ranks of one sequence-parallel group share a replica and so draw the same numbers, as
+    they must. Depends on no process-wide random state, so a resumed run draws what the
+    uninterrupted one drew."""
+    base = int(seed) * 1_000_003 + int(salt)
+    _, replica = data_parallel_of(trainer)
+    return torch.Generator().manual_seed(mix_seed(base, replica) if replica else base)
 
 
 def dataloader(

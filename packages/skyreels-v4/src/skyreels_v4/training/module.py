@@ -56,7 +56,7 @@ from skyreels_v4.model import (
     transformer_preset,
 )
 from skyreels_v4.refiner.hparams import as_sampler_config
-from skyreels_v4.runs import data_parallel_of, mix_seed
+from skyreels_v4.runs import step_generator
 from skyreels_v4.training.tasks import JointTask, parse_task_mixture, sample_task
 
 __all__ = ["JointTrainingModule", "build_transformer_config", "learning_rate_factor", "onset_weights"]
@@ -381,15 +381,10 @@ class JointTrainingModule(L.LightningModule):
 
     # -- one step -----------------------------------------------------------------------------
     def _generator(self, salt: int) -> torch.Generator:
-        """The step's generator: seeded by ``(seed, salt)`` and this process's data-parallel replica.
-        Replica 0 (and a single process) keeps the plain ``(seed, salt)`` draws; other replicas draw
-        their own tasks, σ and ε, so a global batch is not R copies of one draw. The ranks of one
-        sequence-parallel group share a replica and so draw the same numbers, as they must (every
-        task's forward reaches every parameter, so replicas on different tasks run the same FSDP2
-        collectives)."""
-        seed = int(self.hparams.seed) * 1_000_003 + salt
-        _, replica = data_parallel_of(self._trainer)
-        return torch.Generator().manual_seed(mix_seed(seed, replica) if replica else seed)
+        """The step's generator (``runs.step_generator``): seeded by ``(seed, salt)`` and this
+        process's data-parallel replica. Every task's forward reaches every parameter, so replicas
+        on different tasks run the same FSDP2 collectives."""
+        return step_generator(int(self.hparams.seed), salt, self._trainer)
 
     def prepare_batch(
         self,
