@@ -109,6 +109,8 @@ def test_max_steps_stops_at_that_step_and_a_rerun_with_more_continues(tmp_path):
         ("--max-steps", "0", "--max-steps"),
         ("--max-steps", "-3", "--max-steps"),
         ("--frames", "10", "--frames"),
+        ("--train-frames", "8", "--train-frames"),
+        ("--train-frames", "1", "--train-frames"),
         ("--size", "12", "--size"),
         ("--max-objects", "9", "--max-objects"),
         ("--learning-rate", "nan", "--learning-rate"),
@@ -220,6 +222,31 @@ def test_images_and_switches_reach_the_cache_the_module_and_the_identity(tmp_pat
     assert transformer.config.video.frame_position_frequencies == 3
     assert transformer.config.audio.frame_position_frequencies == 0
     assert quickstart.main(["--out", str(out), *ARGS, "--train-images", "8"]) == 2  # another run: refused
+
+
+def test_training_clips_can_be_shorter_than_the_generated_ones(tmp_path):
+    """--train-frames caches shorter training (and validation) clips; the model folder and the scored
+    clips keep --frames. Equal to --frames it is the same run as without the flag."""
+    import av
+
+    from skyreels_v4.training.cache import LatentCache
+
+    out = tmp_path / "qs"
+    args = [*ARGS, "--frames", "13", "--train-frames", "5"]
+    assert quickstart.main(["--out", str(out), *args]) == 0
+    for name in ("cache_train", "cache_val"):
+        cache = LatentCache(out / name)
+        assert {int(cache[i]["video_latents"].shape[1]) for i in range(len(cache))} == {2}  # 1 + 4 frames
+    assert json.loads((out / "model" / "model_index.json").read_text())["defaults"]["num_frames"] == 13
+    clip = next((out / "samples" / "heldout_pairs").glob("t2av_*.mp4"))
+    with av.open(str(clip)) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 13
+    assert json.loads((out / quickstart.SETTINGS_FILE).read_text())["train_frames"] == 5
+    assert "clips of 5 frames" in (out / "report.md").read_text()
+    same = tmp_path / "same"
+    assert quickstart.main(["--out", str(same), *ARGS, "--max-steps", "1"]) == 0
+    assert quickstart.main(["--out", str(same), *ARGS, "--max-steps", "1", "--train-frames", "9"]) == 0
+    assert json.loads((same / quickstart.SETTINGS_FILE).read_text())["train_frames"] is None
 
 
 def test_a_task_mixture_is_the_same_run_however_it_is_spelled(tmp_path):

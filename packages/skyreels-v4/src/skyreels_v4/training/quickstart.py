@@ -25,6 +25,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -97,6 +98,7 @@ class QuickstartSettings(argparse.Namespace):
     size: int
     frames: int
     batch_size: int
+    train_frames: int | None
     max_steps: int | None
     steps: int
     video_guidance: float
@@ -159,6 +161,13 @@ def _parser() -> argparse.ArgumentParser:
         "a rerun with a larger value or none continues the run) (default: none, the time budget alone)",
     )
     parser.add_argument("--batch-size", type=int, default=8, help="clips per step (default: %(default)s)")
+    parser.add_argument(
+        "--train-frames",
+        type=int,
+        default=None,
+        help="frames per training clip, 1 + 4k (shorter clips make cheaper steps; the generated clips keep "
+        "--frames) (default: --frames)",
+    )
     parser.add_argument(
         "--steps", type=int, default=16, help="sampling steps when generating (default: %(default)s)"
     )
@@ -297,11 +306,14 @@ def _apply_preset(settings: QuickstartSettings) -> QuickstartSettings:
     for key, value in PRESETS[settings.preset].items():
         if getattr(settings, key, None) is None:
             setattr(settings, key, value)
+    if getattr(settings, "train_frames", None) == settings.frames:
+        settings.train_frames = None  # the same run as without the flag
     return settings
 
 
 def _check(settings: QuickstartSettings) -> None:
     max_steps = getattr(settings, "max_steps", None)
+    train_frames = getattr(settings, "train_frames", None)
     checks = (
         (
             "--max-steps",
@@ -334,6 +346,12 @@ def _check(settings: QuickstartSettings) -> None:
             settings.frames,
             settings.frames >= 9 and (settings.frames - 1) % 4 == 0,
             "1 + 4k, >= 9",
+        ),
+        (
+            "--train-frames",
+            train_frames,
+            train_frames is None or (train_frames >= 5 and (train_frames - 1) % 4 == 0),
+            "1 + 4k, >= 5",
         ),
         ("--batch-size", settings.batch_size, settings.batch_size >= 1, ">= 1"),
         ("--max-objects", settings.max_objects, 1 <= settings.max_objects <= 8, "in [1, 8]"),
@@ -453,6 +471,8 @@ def run_quickstart(settings: QuickstartSettings) -> dict:
         fps=16.0,
         max_objects=settings.max_objects,
     )
+    # Training clips may be shorter than the generated ones (--train-frames): RoPE positions are relative.
+    train_world = replace(world, num_frames=int(identity["train_frames"] or settings.frames))
     torch.manual_seed(settings.seed)
 
     # 1. Codecs and text encoder.
@@ -493,10 +513,11 @@ def run_quickstart(settings: QuickstartSettings) -> dict:
     ):
         folder = root / f"cache_{name}"
         if not (folder / CACHE_INDEX).exists():
-            samples = world_samples(world, length=length, seed=seed, split=split)
+            samples = world_samples(train_world, length=length, seed=seed, split=split)
             images = settings.train_images if name == "train" else 0
             if images:
-                samples = chain(samples, image_samples(world, length=images, seed=seed + 7, split=split))
+                extra = image_samples(train_world, length=images, seed=seed + 7, split=split)
+                samples = chain(samples, extra)
                 length += images
             build_latent_cache(
                 samples,
@@ -589,8 +610,9 @@ def run_quickstart(settings: QuickstartSettings) -> dict:
     switches = _ablation_label(settings)
     report = (
         f"# Quickstart report ({settings.preset}{', ' + switches if switches else ''})\n\n"
-        f"Trained for {trainer.global_step} steps ({settings.num_train_clips} clips of {settings.frames} "
-        f"frames at 16 fps, {settings.size}x{settings.size}, 1-{settings.max_objects} objects); whole run "
+        f"Trained for {trainer.global_step} steps ({settings.num_train_clips} clips of "
+        f"{train_world.num_frames} frames at 16 fps, {settings.size}x{settings.size}, "
+        f"1-{settings.max_objects} objects); whole run "
         f"{minutes:.1f} min. Sampling: {pipeline.sampling.num_steps} steps, guidance video "
         f"{pipeline.sampling.video_guidance:g} / audio {pipeline.sampling.audio_guidance:g}.\n\n"
         + splits_report(root / "samples", results, settings.num_eval_clips)
@@ -608,6 +630,7 @@ _IDENTITY = (
     "num_train_clips",
     "size",
     "frames",
+    "train_frames",
     "max_objects",
     "learning_rate",
     "batch_size",
@@ -654,6 +677,7 @@ _IDENTITY_DEFAULTS: dict[str, object] = {
     "video_temporal_factor": 4,
     "audio_weight": 1.0,
     "task_weights": DEFAULT_TASKS,
+    "train_frames": None,
 }
 
 
