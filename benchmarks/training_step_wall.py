@@ -10,7 +10,9 @@ reads count, as they do in a run; and the first three steps' times (``--compile`
 time there). ``--compile`` compiles every block and exchange (``StagedBlock.compile``);
 ``--whole-shard-reads`` reads batches the way the latent cache did before it memory-mapped its shards
 (``benchmarks/test_latent_cache.py``'s baseline), the baseline of the data-path row in
-docs/training.md. Compare variants on the same machine, one job at a time.
+docs/training.md. ``--profile K`` also runs ``torch.profiler`` over the last K steps and prints its
+table of operators by self CPU time (where a step's time goes). Compare variants on the same machine,
+one job at a time.
 """
 
 from __future__ import annotations
@@ -32,9 +34,14 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="read batches the way the cache did before 2026-12-07 (whole shards; the baseline)",
     )
+    parser.add_argument(
+        "--profile", type=int, default=0, metavar="K", help="profile the last K steps (default: none)"
+    )
     args = parser.parse_args(argv)
     if args.steps < 12:
         parser.error(f"--steps: expected >= 12 (the first 10 are warm-up), got {args.steps}")
+    if not 0 <= args.profile <= args.steps - 10:
+        parser.error(f"--profile: expected 0..{args.steps - 10} (after warm-up), got {args.profile}")
 
     import lightning as L
     import torch
@@ -69,10 +76,17 @@ def main(argv: list[str] | None = None) -> int:
             unit.compile()
 
     starts: list[float] = []
+    profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
 
     class _BatchStarts(Callback):
         def on_train_batch_start(self, *_: object) -> None:
             starts.append(time.perf_counter())
+            if args.profile and len(starts) == args.steps - args.profile + 1:
+                profiler.start()
+
+        def on_train_end(self, *_: object) -> None:
+            if args.profile:
+                profiler.stop()
 
     trainer = L.Trainer(
         accelerator="cpu", devices=1, max_steps=args.steps, gradient_clip_val=1.0, logger=False,
@@ -89,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{variant}: {median:.4f} s per step (median of steps 11-{len(times)}), {1 / median:.3f} steps/s; "
         f"first steps {[round(t, 2) for t in times[:3]]} s; torch threads {torch.get_num_threads()}"
     )
+    if args.profile:
+        print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
     return 0
 
 
