@@ -96,11 +96,13 @@ def main(argv: list[str] | None = None) -> int:
     trainer.fit(module, data)
     times = [b - a for a, b in pairwise(starts)]
     median = statistics.median(times[10:])
+    mean = statistics.fmean(times[10:])  # a task mixture's image and clip steps differ tenfold
     variant = ("compiled blocks" if args.compile else "eager") + (
         ", whole-shard reads" if args.whole_shard_reads else ""
     )
     print(
         f"{variant}: {median:.4f} s per step (median of steps 11-{len(times)}), {1 / median:.3f} steps/s; "
+        f"mean {mean:.4f} s; "
         f"first steps {[round(t, 2) for t in times[:3]]} s; torch threads {torch.get_num_threads()}"
     )
     if args.profile:

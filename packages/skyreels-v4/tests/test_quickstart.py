@@ -119,6 +119,8 @@ def test_max_steps_stops_at_that_step_and_a_rerun_with_more_continues(tmp_path):
         ("--train-shift", "0", "--train-shift"),
         ("--train-shift", "inf", "--train-shift"),
         ("--pooled-text", "-1", "--pooled-text"),
+        ("--model-dim", "100", "--model-dim"),
+        ("--model-dim", "0", "--model-dim"),
         ("--lr-decay-steps", "-5", "--lr-decay-steps"),
         ("--audio-weight", "0", "--audio-weight"),
         ("--audio-weight", "nan", "--audio-weight"),
@@ -193,7 +195,7 @@ def test_images_and_switches_reach_the_cache_the_module_and_the_identity(tmp_pat
     flags = ["--train-images", "4", "--prediction", "x0_skip", "--train-shift", "3", "--pooled-text", "0"]
     flags += ["--video-patch", "2", "--lr-decay-steps", "7", "--audio-codec", "dct", "--audio-weight", "2.5"]
     flags += ["--exchange-window", "1.5", "--video-temporal-factor", "2", "--frame-position", "3"]
-    flags += ["--audio-onset-weight", "2", "--audio-phase", "2"]
+    flags += ["--audio-onset-weight", "2", "--audio-phase", "2", "--model-dim", "64"]
     assert quickstart.main(["--out", str(out), *ARGS, *flags]) == 0
     cache = LatentCache(out / "cache_train")
     frames = sorted({int(cache[i]["video_latents"].shape[1]) for i in range(len(cache))})
@@ -217,6 +219,8 @@ def test_images_and_switches_reach_the_cache_the_module_and_the_identity(tmp_pat
     assert saved["audio_onset_weight"] == 2.0 and saved["audio_phase"] == 2
     assert "audio time phase (2 frequencies)" in title
     assert transformer.config.audio.time_phase_frequencies == 2
+    assert transformer.config.video.dim == 64 and transformer.config.video.num_heads == 2
+    assert saved["model_dim"] == 64 and "model width 64" in title
     assert transformer.config.video.time_phase_frequencies == 0
     assert saved["video_temporal_factor"] == 2 and saved["frame_position"] == 3
     assert transformer.config.video.frame_position_frequencies == 3

@@ -267,3 +267,43 @@ def test_finite_checks_switch():
         with finite_checks(False):
             assert package.get_finite_checks() is package.FiniteChecks.OFF
         assert package.get_finite_checks() is package.FiniteChecks.CPU
+
+
+def test_adamw_is_fused_for_plain_cpu_parameters_and_matches_the_loop():
+    torch.manual_seed(0)
+    shapes = [(16, 8), (8,), (3, 4, 5)]
+    params = [torch.nn.Parameter(torch.randn(s)) for s in shapes]
+    reference = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    options = {"lr": 1e-2, "weight_decay": 0.01, "betas": (0.9, 0.99)}
+    fast = runs.adamw(params, **options)
+    loop = torch.optim.AdamW(reference, foreach=False, fused=False, **options)
+    assert fast.param_groups[0]["fused"] is True
+    for _ in range(5):
+        grads = [torch.randn(s) for s in shapes]
+        for p, q, g in zip(params, reference, grads):
+            p.grad, q.grad = g.clone(), g.clone()
+        fast.step()
+        loop.step()
+    for p, q in zip(params, reference):
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)
+        assert not torch.equal(p, torch.zeros_like(p))
+
+    # A checkpoint of the loop optimizer resumes with the loop (its groups' options are restored).
+    again = runs.adamw([torch.nn.Parameter(q.detach().clone()) for q in reference], **options)
+    again.load_state_dict(loop.state_dict())
+    assert not again.param_groups[0]["fused"]
+
+
+def test_adamw_keeps_the_default_where_fused_does_not_apply():
+    class Marked(torch.Tensor):  # stands for a DTensor shard: any tensor subclass
+        pass
+
+    plain = torch.nn.Parameter(torch.randn(4))
+    marked = torch.Tensor._make_subclass(Marked, torch.randn(4), True)
+    assert runs.fused_adamw_supported([plain])
+    assert not runs.fused_adamw_supported([plain, marked])
+    assert not runs.fused_adamw_supported([torch.arange(3)])
+    assert not runs.fused_adamw_supported([])
+    assert not runs.adamw([plain, marked], lr=1e-3).param_groups[0]["fused"]
+    assert runs.adamw([plain], lr=1e-3, foreach=True).param_groups[0]["foreach"] is True
+    assert not runs.adamw([plain], lr=1e-3, foreach=True).param_groups[0]["fused"]

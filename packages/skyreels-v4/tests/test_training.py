@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 
 import lightning as L
+import lightning_fit_worker
 import pytest
 import torch
 
@@ -59,17 +60,10 @@ def cache_dir(tmp_path_factory, components):
 def make_module(components, **changes) -> JointTrainingModule:
     video, audio, text = components
     args = dict(
-        preset="tiny",
+        lightning_fit_worker.MODULE_ARGS,
         video_latent_channels=video.latent_channels,
         audio_latent_channels=audio.latent_channels,
         text_dim=text.dim,
-        model_overrides={"num_dual_blocks": 1, "num_single_blocks": 1, "num_refiner_blocks": 1},
-        prediction="x0",
-        tasks={"t2av": 0.5, "v2a": 0.25, "image_to_video": 0.25},
-        text_dropout=0.2,
-        ema_decay=0.9,
-        learning_rate=2e-3,
-        seed=3,
     )
     args.update(changes)
     return JointTrainingModule(**args)

@@ -79,6 +79,28 @@ def test_the_command_equals_evaluate_splits_with_its_seed_and_sampling(tiny_fold
     assert not np.array_equal(clip, _sound(tmp_path / "other" / "heldout_pairs" / "v2a_00.mp4"))
 
 
+def test_frames_scores_clips_of_another_length(tiny_folder, tmp_path, one_thread):
+    """``--frames`` overrides the folder's ``defaults.num_frames`` (9 here): the world's clips, the
+    generated clips and the report all have the asked length."""
+    out = tmp_path / "eval"
+    args = [
+        "--model",
+        str(tiny_folder),
+        "--out",
+        str(out),
+        "--clips",
+        "2",
+        "--tasks",
+        "t2av",
+        "--frames",
+        "13",
+    ]
+    assert main([*args, "--splits", "heldout_pairs", "--steps", "1", "--quiet"]) == 0
+    assert "clips of 13 frames" in (out / "report.md").read_text()
+    with av.open(str(out / "heldout_pairs" / "t2av_00.mp4")) as container:
+        assert sum(1 for _ in container.decode(container.streams.video[0])) == 13
+
+
 @pytest.mark.parametrize(
     ("flags", "needle"),
     [
@@ -90,6 +112,9 @@ def test_the_command_equals_evaluate_splits_with_its_seed_and_sampling(tiny_fold
         (["--seed", "-1"], "--seed"),
         (["--max-objects", "0"], "--max-objects"),
         (["--max-objects", "9"], "--max-objects"),
+        (["--frames", "4"], "--frames"),
+        (["--frames", "11"], "--frames"),
+        (["--frames", "many"], "--frames"),
         (["--audio-guidance", "99"], "--audio-guidance"),
         (["--video-guidance", "nan"], "--video-guidance"),
         (["--steps", "0"], "--steps"),

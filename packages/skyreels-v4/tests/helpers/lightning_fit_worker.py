@@ -32,6 +32,7 @@ from skyreels_v4.scale.lightning import SkyReelsParallelStrategy
 from skyreels_v4.training import JointTrainingModule, LatentCacheDataModule
 from skyreels_v4.training.stages import ExportModel
 
+#: The tiny joint module of the training tests (test_training.py's ``make_module`` starts from it too).
 MODULE_ARGS = dict(
     preset="tiny",
     model_overrides={"num_dual_blocks": 1, "num_single_blocks": 1, "num_refiner_blocks": 1},
@@ -40,7 +41,6 @@ MODULE_ARGS = dict(
     text_dropout=0.2,
     ema_decay=0.9,
     learning_rate=2e-3,
-    warmup_steps=1,
     seed=3,
 )
 
@@ -61,7 +61,9 @@ def _joint(cache: str) -> tuple[L.LightningModule, L.LightningDataModule, torch.
         "audio_latent_channels": data.cache.audio_latent_channels,
         "text_dim": data.cache.text_dim,
     }
-    module = JointTrainingModule(**MODULE_ARGS, **channels)  # parallelises itself under the strategy
+    module = JointTrainingModule(
+        **MODULE_ARGS, warmup_steps=1, **channels
+    )  # parallelises itself under the strategy
     return module, data, module.transformer
 
 

@@ -48,7 +48,7 @@ from skyreels_refiner_vsa import (
     refiner_from_base,
 )
 from skyreels_v4.refiner.hparams import as_sampler_config, as_sparsity_ramp, as_vsa_config, to_hparams
-from skyreels_v4.runs import step_generator
+from skyreels_v4.runs import adamw, step_generator
 
 __all__ = ["RefinerLightningModule"]
 
@@ -230,7 +230,7 @@ class RefinerLightningModule(L.LightningModule):
         self.log("val/loss", torch.stack(losses).mean(), prog_bar=True, sync_dist=True)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(
+        return adamw(
             self.refiner.parameters(),
             lr=self.hparams["learning_rate"],
             weight_decay=self.hparams["weight_decay"],

@@ -1,5 +1,6 @@
 """The one mechanism every recipe uses to survive (issue 14): exact resume, run identity,
-pre-flight checks, atomic typed checkpoints. A recipe's ``train.py`` calls :func:`run_recipe` and
+pre-flight checks, atomic typed checkpoints, the step's random draws (:func:`step_generator`) and
+the optimizer (:func:`adamw`). A recipe's ``train.py`` calls :func:`run_recipe` and
 builds its training loader with :func:`dataloader` (docs/reliability.md)."""
 
 from skyreels_v4.runs.checkpoints import AtomicCheckpointIO, other_checkpoints, read_checkpoint
@@ -14,6 +15,7 @@ from skyreels_v4.runs.data import (
     step_generator,
 )
 from skyreels_v4.runs.identity import RESUMABLE_KEYS, check_same_run, flatten_config
+from skyreels_v4.runs.optim import adamw, fused_adamw_supported
 from skyreels_v4.runs.preflight import (
     DataPreflight,
     check_matches,
@@ -33,6 +35,7 @@ __all__ = [
     "ResumableSampler",
     "RunState",
     "SeededIndex",
+    "adamw",
     "capture_rng",
     "check_matches",
     "check_same_replicas",
@@ -42,6 +45,7 @@ __all__ = [
     "dataloader",
     "find_last_checkpoint",
     "flatten_config",
+    "fused_adamw_supported",
     "item_generator",
     "mix_seed",
     "other_checkpoints",

@@ -4,7 +4,7 @@ sharded checkpoints, guidance branches split over spare ranks in generation. Pap
 model scaled) and 4.5 (the efficient 1080p path)."""
 
 from skyreels_v4.scale.activations import ActivationMemory, activation_memory
-from skyreels_v4.scale.checkpoint import export_pretrained, load_sharded, save_sharded
+from skyreels_v4.scale.checkpoint import export_pretrained, is_sharded, load_sharded, save_sharded
 from skyreels_v4.scale.guidance_parallel import apply_guidance_parallel
 from skyreels_v4.scale.parallelize import (
     ActivationCheckpointing,
@@ -32,6 +32,7 @@ __all__ = [
     "clip_tokens",
     "count_forward_flops",
     "export_pretrained",
+    "is_sharded",
     "load_sharded",
     "parallelize",
     "plan",

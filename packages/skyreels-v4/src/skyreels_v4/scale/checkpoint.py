@@ -56,6 +56,7 @@ __all__ = [
     "ema_state",
     "export_pretrained",
     "gather_full_state",
+    "is_sharded",
     "load_sharded",
     "read_extra",
     "save_sharded",
@@ -65,6 +66,12 @@ CHECKPOINT_INFO = "skyreels_checkpoint.json"
 _METADATA = ".metadata"
 _EXTRA = "trainer_state.pt"
 _FORMAT = "skyreels-dcp-1"
+
+
+def is_sharded(tensors: Any) -> bool:
+    """Whether any of ``tensors`` (parameters, EMA shadows) is an FSDP2 shard (a DTensor): then saving,
+    exporting or loading it is collective and goes through this module."""
+    return any(isinstance(t, DTensor) for t in tensors)
 
 
 def ema_state(model: nn.Module, shadows: list[Tensor] | dict[str, Tensor]) -> dict[str, Tensor]:

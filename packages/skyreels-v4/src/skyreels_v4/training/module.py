@@ -56,7 +56,7 @@ from skyreels_v4.model import (
     transformer_preset,
 )
 from skyreels_v4.refiner.hparams import as_sampler_config
-from skyreels_v4.runs import step_generator
+from skyreels_v4.runs import adamw, step_generator
 from skyreels_v4.training.tasks import JointTask, parse_task_mixture, sample_task
 
 __all__ = ["JointTrainingModule", "build_transformer_config", "learning_rate_factor", "onset_weights"]
@@ -367,9 +367,7 @@ class JointTrainingModule(L.LightningModule):
         """AdamW over ``parameters`` with the linear warm-up and optional cosine decay
         (``learning_rate_factor``), stepped per optimizer step (its state is in the checkpoint)."""
         hp = self.hparams
-        optimizer = torch.optim.AdamW(
-            parameters, lr=hp.learning_rate, weight_decay=hp.weight_decay, betas=(0.9, 0.99)
-        )
+        optimizer = adamw(parameters, lr=hp.learning_rate, weight_decay=hp.weight_decay, betas=(0.9, 0.99))
         warmup, decay = int(hp.warmup_steps), int(hp.lr_decay_steps)
         if warmup <= 0 and decay <= 0:
             return optimizer
@@ -685,11 +683,11 @@ class JointTrainingModule(L.LightningModule):
         )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        from torch.distributed.tensor import DTensor
+        from skyreels_v4.scale import is_sharded
 
         if self.ema is None:
             return
-        if not any(isinstance(s, DTensor) for s in self.ema):
+        if not is_sharded(self.ema):
             checkpoint["ema"] = [s.detach().cpu() for s in self.ema]
             return
         strategy = self._trainer.strategy if self._trainer is not None else None
@@ -723,9 +721,9 @@ class JointTrainingModule(L.LightningModule):
         Sharded weights (``SkyReelsParallelStrategy``): collective, every rank must call it; the whole
         weights are gathered tensor by tensor onto rank 0's CPU, which returns the plain model (built
         from the transformer's config); the other ranks return None."""
-        from torch.distributed.tensor import DTensor
+        from skyreels_v4.scale import is_sharded
 
-        if any(isinstance(p, DTensor) for p in self.transformer.parameters()):
+        if is_sharded(self.transformer.parameters()):
             model = self._gather_sharded(use_ema)
             if model is None:
                 return None

@@ -114,6 +114,7 @@ class QuickstartSettings(argparse.Namespace):
     train_images: int
     pooled_text: int
     video_patch: int
+    model_dim: int
     lr_decay_steps: int
     no_av_cross_attention: bool
     audio_alignment: str
@@ -246,6 +247,13 @@ def _parser() -> argparse.ArgumentParser:
         help="spatial patch of the video tokens in latent pixels (1: one token per latent pixel, 4x the "
         "tokens of 2) (default: from --preset)",
     )
+    parser.add_argument(
+        "--model-dim",
+        type=int,
+        default=128,
+        help="width of the joint model's blocks, a multiple of 32 (heads of width 32: the video RoPE's "
+        "8 + 12 + 12 channels) (default: %(default)s)",
+    )
     ablations = parser.add_argument_group("ablations (switches of the same model; docs/training.md)")
     ablations.add_argument(
         "--no-av-cross-attention",
@@ -314,6 +322,7 @@ def _apply_preset(settings: QuickstartSettings) -> QuickstartSettings:
 def _check(settings: QuickstartSettings) -> None:
     max_steps = getattr(settings, "max_steps", None)
     train_frames = getattr(settings, "train_frames", None)
+    model_dim = getattr(settings, "model_dim", 128)
     checks = (
         (
             "--max-steps",
@@ -366,6 +375,12 @@ def _check(settings: QuickstartSettings) -> None:
         ("--train-images", settings.train_images, settings.train_images >= 0, ">= 0"),
         ("--lr-decay-steps", settings.lr_decay_steps, settings.lr_decay_steps >= 0, ">= 0"),
         ("--pooled-text", settings.pooled_text, 0 <= settings.pooled_text <= 4096, "in [0, 4096]"),
+        (
+            "--model-dim",
+            model_dim,
+            32 <= model_dim <= 4096 and model_dim % 32 == 0,
+            "a multiple of 32 in [32, 4096]",
+        ),
         (
             "--audio-weight",
             settings.audio_weight,
@@ -645,6 +660,7 @@ _IDENTITY = (
     "train_images",
     "pooled_text",
     "video_patch",
+    "model_dim",
     "lr_decay_steps",
     "no_av_cross_attention",
     "audio_alignment",
@@ -672,6 +688,7 @@ _IDENTITY_DEFAULTS: dict[str, object] = {
     "train_images": 0,
     "pooled_text": 0,
     "video_patch": 2,
+    "model_dim": 128,
     "lr_decay_steps": 0,
     "audio_codec": "dct",
     "video_temporal_factor": 4,
@@ -697,8 +714,8 @@ def training_module(
         audio_latent_channels=audio_latent_channels,
         text_dim=text_dim,
         model_overrides={
-            "dim": 128,
-            "num_heads": 4,
+            "dim": int(identity["model_dim"]),
+            "num_heads": int(identity["model_dim"]) // 32,
             "video_rope_axes": [8, 12, 12],
             "pooled_text_dim": int(identity["pooled_text"]) or None,
             "video_patch_size": [1, int(identity["video_patch"]), int(identity["video_patch"])],
@@ -781,6 +798,8 @@ def _ablation_label(settings: QuickstartSettings) -> str:
         parts.append(f"audio alignment {settings.audio_alignment}")
     if getattr(settings, "exchange_order", "sequential") != "sequential":
         parts.append(f"{settings.exchange_order} exchange")
+    if getattr(settings, "model_dim", 128) != 128:
+        parts.append(f"model width {settings.model_dim}")
     if getattr(settings, "video_temporal_factor", 4) != 4:
         parts.append(f"video temporal factor {settings.video_temporal_factor}")
     if getattr(settings, "exchange_window", None) is not None:

@@ -30,7 +30,6 @@ from typing import Any
 import lightning as L
 import torch
 from torch import Tensor
-from torch.distributed.tensor import DTensor
 
 from skyreels_v4.errors import ConfigMismatchError, PreflightError, SkyReelsError
 from skyreels_v4.training.cache import CACHE_INDEX, CacheSample, build_latent_cache, world_samples
@@ -218,7 +217,9 @@ class ExportModel(L.Callback):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Sharded weights (SkyReelsParallelStrategy): every rank takes part in gathering them and
         # rank 0 writes; otherwise rank 0 alone exports.
-        sharded = any(isinstance(p, DTensor) for p in pl_module.parameters())
+        from skyreels_v4.scale import is_sharded
+
+        sharded = is_sharded(pl_module.parameters())
         if not (sharded or trainer.is_global_zero):
             return
         export = getattr(pl_module, "export_model", None)
