@@ -15,6 +15,16 @@ def _fresh_compile_caches() -> None:
     torch._dynamo.reset()
 
 
+@pytest.fixture(scope="module")
+def single_thread():
+    """One intra-op thread for the module's benchmarks (``pytestmark = pytest.mark.usefixtures(...)``):
+    on a shared 2-core machine two OpenMP threads make timings erratic."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def bench_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"

@@ -32,12 +32,7 @@ JOINT_SHAPE = f"video [1, {VIDEO_TOKENS}, {WIDTH}] + audio [1, {AUDIO_TOKENS}, {
 ROUNDS = 5
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")  # benchmarks/conftest.py
 
 
 class TinyVelocityModel(nn.Module):

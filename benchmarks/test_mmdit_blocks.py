@@ -29,12 +29,7 @@ SHAPE = f"video [1, {LATENT}, {DIM}] + text [1, {TEXT}, {DIM}] ({REAL_TEXT} real
 ROUNDS = 5
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")  # benchmarks/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -24,12 +24,7 @@ VARIANTS = {"loop (PyTorch's CPU default)": {"foreach": False}, "foreach": {"for
 OPTIONS = {"lr": 1e-3, "weight_decay": 0.01, "betas": (0.9, 0.99)}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")  # benchmarks/conftest.py
 
 
 def _parameters() -> list[torch.nn.Parameter]:

@@ -61,12 +61,7 @@ class _FixedTextEncoder(nn.Module):
         )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")  # benchmarks/conftest.py
 
 
 def _hunyuan(tmp_path_factory, *, heads: int, dual: int, single: int, name: str):

@@ -40,12 +40,7 @@ ROUNDS = {"tiny": 5, "small": 3}
 FIRST_LOSS: dict[str, float] = {}  # preset -> the eager run's step-1 loss
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")  # benchmarks/conftest.py
 
 
 def _shape(preset: str) -> str:
