@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from skyreels_v4.runs import adamw
-from skyreels_v4.training.quickstart import _IDENTITY_DEFAULTS, PRESETS, training_module
+from skyreels_v4.training.quickstart import identity_for, training_module
 
 VARIANTS = {"loop (PyTorch's CPU default)": {"foreach": False}, "foreach": {"foreach": True}, "fused": {}}
 OPTIONS = {"lr": 1e-3, "weight_decay": 0.01, "betas": (0.9, 0.99)}
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.usefixtures("single_thread")  # benchmarks/conftest.py
 
 
 def _parameters() -> list[torch.nn.Parameter]:
-    identity = {**_IDENTITY_DEFAULTS, **PRESETS["evidence"], "seed": 0, "exchange_window": 1.0}
+    identity = identity_for(["--preset", "evidence", "--exchange-window", "1"])
     torch.manual_seed(0)
     module = training_module(identity, video_latent_channels=192, audio_latent_channels=257, text_dim=32)
     params = [torch.nn.Parameter(p.detach().clone()) for p in module.transformer.parameters()]

@@ -221,6 +221,7 @@ def test_images_and_switches_reach_the_cache_the_module_and_the_identity(tmp_pat
     assert transformer.config.audio.time_phase_frequencies == 2
     assert transformer.config.video.dim == 64 and transformer.config.video.num_heads == 2
     assert saved["model_dim"] == 64 and "model width 64" in title
+    assert quickstart.identity_for(["--out", str(out), *ARGS, *flags]) == saved  # what a benchmark builds
     assert transformer.config.video.time_phase_frequencies == 0
     assert saved["video_temporal_factor"] == 2 and saved["frame_position"] == 3
     assert transformer.config.video.frame_position_frequencies == 3

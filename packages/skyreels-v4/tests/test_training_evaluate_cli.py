@@ -113,7 +113,7 @@ def test_frames_scores_clips_of_another_length(tiny_folder, tmp_path, one_thread
         (["--max-objects", "0"], "--max-objects"),
         (["--max-objects", "9"], "--max-objects"),
         (["--frames", "4"], "--frames"),
-        (["--frames", "11"], "--frames"),
+        (["--frames", "11"], "--frames"),  # the tiny folder's codec packs 4 frames per latent frame
         (["--frames", "many"], "--frames"),
         (["--audio-guidance", "99"], "--audio-guidance"),
         (["--video-guidance", "nan"], "--video-guidance"),

@@ -61,9 +61,8 @@ def _joint(cache: str) -> tuple[L.LightningModule, L.LightningDataModule, torch.
         "audio_latent_channels": data.cache.audio_latent_channels,
         "text_dim": data.cache.text_dim,
     }
-    module = JointTrainingModule(
-        **MODULE_ARGS, warmup_steps=1, **channels
-    )  # parallelises itself under the strategy
+    # The module parallelises itself under the strategy.
+    module = JointTrainingModule(**MODULE_ARGS, warmup_steps=1, **channels)
     return module, data, module.transformer
 
 

@@ -36,7 +36,7 @@ def adamw(parameters: Iterable[Tensor], **options: Any) -> torch.optim.AdamW:
     """``torch.optim.AdamW(parameters, **options)``, fused where :func:`fused_adamw_supported`.
     A resumed optimizer keeps the implementation saved in its checkpoint (``load_state_dict``
     restores the parameter groups' options)."""
-    params = [p for p in parameters]
+    params = list(parameters)
     if "fused" not in options and "foreach" not in options and fused_adamw_supported(params):
         options["fused"] = True
     return torch.optim.AdamW(params, **options)

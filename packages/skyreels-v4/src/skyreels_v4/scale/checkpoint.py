@@ -29,6 +29,7 @@ import hashlib
 import os
 import pickle
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +69,7 @@ _EXTRA = "trainer_state.pt"
 _FORMAT = "skyreels-dcp-1"
 
 
-def is_sharded(tensors: Any) -> bool:
+def is_sharded(tensors: Iterable[Tensor]) -> bool:
     """Whether any of ``tensors`` (parameters, EMA shadows) is an FSDP2 shard (a DTensor): then saving,
     exporting or loading it is collective and goes through this module."""
     return any(isinstance(t, DTensor) for t in tensors)

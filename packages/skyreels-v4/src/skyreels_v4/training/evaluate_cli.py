@@ -89,22 +89,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--frames",
         type=int_at_least(5),
         default=None,
-        help="frames per clip at the folder's rate, 1 + 4k (e.g. a model trained on shorter clips scored "
-        "at its own length) (default: the folder's defaults.num_frames)",
+        help="frames per clip at the folder's rate, 1 + k x its video codec's temporal factor (e.g. a "
+        "model trained on shorter clips scored at its own length) (default: the folder's "
+        "defaults.num_frames)",
     )
     add_sampling_arguments(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     if args.max_objects > 8:
         raise ValueError(f"--max-objects: expected an integer in [1, 8], got {args.max_objects}")
-    if args.frames is not None and (args.frames - 1) % 4:
-        raise ValueError(f"--frames: expected 1 + 4k frames (the codecs' causal grouping), got {args.frames}")
 
     model = Path(args.model)
     try:
         pipe = SkyReelsV4Pipeline.from_pretrained(model)
     except FileFormatError as error:
         raise ValueError(f"--model: {error}") from None
+    if args.frames is not None:  # whole latent frames of the folder's own codec (1 + k * its factor)
+        try:
+            pipe.video_vae.num_latent_frames(args.frames)
+        except ValueError as error:
+            raise ValueError(f"--frames: {error}") from None
     world = world_for_pipeline(
         pipe, max_objects=args.max_objects, frames=args.frames, name=f"--model {model}"
     )

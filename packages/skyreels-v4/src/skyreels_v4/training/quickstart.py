@@ -35,7 +35,14 @@ from skyreels_v4.io import atomic_write_json
 if TYPE_CHECKING:
     from skyreels_v4.training.stages import StageTrainingModule
 
-__all__ = ["QuickstartSettings", "main", "run_quickstart"]
+__all__ = [
+    "QuickstartSettings",
+    "identity_for",
+    "main",
+    "run_quickstart",
+    "saved_identity",
+    "training_module",
+]
 
 
 #: The clip batches' task mixture (``skyreels_v4.training.tasks``); the one-frame clips are always T2I.
@@ -745,6 +752,15 @@ def training_module(
 
 def _identity(settings: QuickstartSettings) -> dict[str, object]:
     return {key: getattr(settings, key, _IDENTITY_DEFAULTS.get(key)) for key in _IDENTITY}
+
+
+def identity_for(argv: Sequence[str] = ()) -> dict[str, object]:
+    """The run identity that ``skyreels-v4 quickstart ARGV`` would train (presets applied, flags
+    checked), without a run folder: e.g. ``training_module(identity_for(["--preset", "evidence"]),
+    ...)`` builds the evidence model for a benchmark."""
+    settings = _parser().parse_args(list(argv), namespace=QuickstartSettings())
+    _check(_apply_preset(settings))
+    return _identity(settings)
 
 
 def saved_identity(root: str | os.PathLike[str]) -> dict[str, object]:
