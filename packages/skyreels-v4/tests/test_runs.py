@@ -309,3 +309,22 @@ def test_adamw_keeps_the_default_where_fused_does_not_apply():
     assert not runs.adamw([plain, marked], lr=1e-3).param_groups[0]["fused"]
     assert runs.adamw([plain], lr=1e-3, foreach=True).param_groups[0]["foreach"] is True
     assert not runs.adamw([plain], lr=1e-3, foreach=True).param_groups[0]["fused"]
+
+
+def test_adamw_is_not_fused_where_lightning_clips_under_mixed_precision():
+    from types import SimpleNamespace
+
+    plain = torch.nn.Parameter(torch.ones(3))
+    cases = {
+        ("bf16-mixed", 1.0): False,
+        ("16-mixed", 0.5): False,
+        ("bf16-mixed", None): True,
+        ("bf16-mixed", 0.0): True,
+        ("32-true", 1.0): True,
+        ("bf16-true", 1.0): True,
+    }
+    for (precision, clip), fused in cases.items():
+        trainer = SimpleNamespace(precision=precision, gradient_clip_val=clip)
+        assert runs.clipping_in_mixed_precision(trainer) is (not fused), (precision, clip)
+        assert bool(runs.adamw([plain], trainer=trainer, lr=1e-3).param_groups[0]["fused"]) is fused
+    assert not runs.clipping_in_mixed_precision(None)

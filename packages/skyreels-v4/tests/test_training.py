@@ -527,6 +527,36 @@ def test_the_optimizer_follows_the_schedule(components):
     assert rates == pytest.approx([2e-3 * e for e in expected], rel=1e-5)
 
 
+def test_bf16_mixed_training_clips_gradients_with_an_unfused_optimizer(cache_dir, components):
+    # Lightning's mixed-precision plugin refuses to clip the gradients of a fused optimizer, so a run
+    # that clips under bf16-mixed gets the default AdamW; the same run in fp32 gets the fused one.
+    fused = {}
+    for precision in ("bf16-mixed", "32-true"):
+        torch.manual_seed(0)
+        module = make_module(components)
+        before = [p.detach().clone() for p in module.transformer.parameters()]
+        trainer = L.Trainer(
+            max_steps=2,
+            accelerator="cpu",
+            precision=precision,
+            gradient_clip_val=1.0,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            limit_val_batches=0,
+        )
+        trainer.fit(module, LatentCacheDataModule(cache_dir=str(cache_dir), batch_size=3, shuffle_seed=1))
+        assert trainer.global_step == 2
+        fused[precision] = bool(trainer.optimizers[0].param_groups[0]["fused"])
+        after = list(module.transformer.parameters())
+        moved = sum(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
+        assert moved > len(before) // 2, (precision, moved, len(before))
+        assert all(torch.isfinite(p).all() for p in after)
+    assert fused == {"bf16-mixed": False, "32-true": True}
+
+
 def test_onset_weights_follow_the_closed_form():
     """Silence, a tone from token 4 to token 7, silence: the change is at tokens 4 and 8, widened to
     3..5 and 7..9, divided by its mean; a steady clip weighs 1 everywhere."""

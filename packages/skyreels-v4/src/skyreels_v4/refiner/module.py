@@ -232,6 +232,7 @@ class RefinerLightningModule(L.LightningModule):
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return adamw(
             self.refiner.parameters(),
+            trainer=self._trainer,
             lr=self.hparams["learning_rate"],
             weight_decay=self.hparams["weight_decay"],
         )

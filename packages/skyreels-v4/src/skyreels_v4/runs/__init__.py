@@ -15,7 +15,7 @@ from skyreels_v4.runs.data import (
     step_generator,
 )
 from skyreels_v4.runs.identity import RESUMABLE_KEYS, check_same_run, flatten_config
-from skyreels_v4.runs.optim import adamw, fused_adamw_supported
+from skyreels_v4.runs.optim import adamw, clipping_in_mixed_precision, fused_adamw_supported
 from skyreels_v4.runs.preflight import (
     DataPreflight,
     check_matches,
@@ -41,6 +41,7 @@ __all__ = [
     "check_same_replicas",
     "check_same_run",
     "check_writable",
+    "clipping_in_mixed_precision",
     "data_parallel_of",
     "dataloader",
     "find_last_checkpoint",

@@ -5,7 +5,9 @@ PyTorch picks the per-parameter loop for CPU tensors by default. Its fused kerne
 update in one pass over every parameter, several times faster for the quickstart's ~320 small
 tensors (``benchmarks/test_optimizer_step.py``; docs/training.md, "Throughput"), a few per cent of a
 training step. Sharded (DTensor) parameters, or any device without the fused kernel, keep PyTorch's
-own default.
+own default, and so do runs under Lightning's mixed precision with gradient clipping: its
+``16-mixed`` / ``bf16-mixed`` plugins refuse to clip the gradients of an optimizer that unscales them
+inside its step, which the fused kernel declares (pass the module's ``trainer``).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["adamw", "fused_adamw_supported"]
+__all__ = ["adamw", "clipping_in_mixed_precision", "fused_adamw_supported"]
 
 _FUSED_DEVICES = ("cpu", "cuda")
 
@@ -32,11 +34,31 @@ def fused_adamw_supported(parameters: Iterable[Tensor]) -> bool:
     return len(devices) == 1 and next(iter(devices)).type in _FUSED_DEVICES
 
 
-def adamw(parameters: Iterable[Tensor], **options: Any) -> torch.optim.AdamW:
-    """``torch.optim.AdamW(parameters, **options)``, fused where :func:`fused_adamw_supported`.
-    A resumed optimizer keeps the implementation saved in its checkpoint (``load_state_dict``
-    restores the parameter groups' options)."""
+#: Lightning precisions whose plugin refuses gradient clipping with an optimizer that unscales
+#: gradients itself (``MixedPrecision.clip_gradients``).
+_MIXED_PRECISIONS = ("16-mixed", "bf16-mixed")
+
+
+def clipping_in_mixed_precision(trainer: Any) -> bool:
+    """Whether a Lightning ``trainer`` (None: not attached) clips gradients under mixed precision,
+    where a fused optimizer would be refused."""
+    if trainer is None:
+        return False
+    clip = getattr(trainer, "gradient_clip_val", None)
+    return str(getattr(trainer, "precision", "")) in _MIXED_PRECISIONS and bool(clip) and float(clip) > 0
+
+
+def adamw(parameters: Iterable[Tensor], *, trainer: Any = None, **options: Any) -> torch.optim.AdamW:
+    """``torch.optim.AdamW(parameters, **options)``, fused where :func:`fused_adamw_supported` and the
+    ``trainer`` (the calling LightningModule's, or None) does not clip gradients under mixed precision
+    (:func:`clipping_in_mixed_precision`). A resumed optimizer keeps the implementation saved in its
+    checkpoint (``load_state_dict`` restores the parameter groups' options)."""
     params = list(parameters)
-    if "fused" not in options and "foreach" not in options and fused_adamw_supported(params):
+    if (
+        "fused" not in options
+        and "foreach" not in options
+        and not clipping_in_mixed_precision(trainer)
+        and fused_adamw_supported(params)
+    ):
         options["fused"] = True
     return torch.optim.AdamW(params, **options)

@@ -367,7 +367,13 @@ class JointTrainingModule(L.LightningModule):
         """AdamW over ``parameters`` with the linear warm-up and optional cosine decay
         (``learning_rate_factor``), stepped per optimizer step (its state is in the checkpoint)."""
         hp = self.hparams
-        optimizer = adamw(parameters, lr=hp.learning_rate, weight_decay=hp.weight_decay, betas=(0.9, 0.99))
+        optimizer = adamw(
+            parameters,
+            trainer=self._trainer,
+            lr=hp.learning_rate,
+            weight_decay=hp.weight_decay,
+            betas=(0.9, 0.99),
+        )
         warmup, decay = int(hp.warmup_steps), int(hp.lr_decay_steps)
         if warmup <= 0 and decay <= 0:
             return optimizer
