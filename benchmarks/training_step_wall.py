@@ -7,7 +7,8 @@ Builds the run's training module from its folder (``quickstart_settings.json``, 
 scratch with Lightning (no checkpoints, no validation, nothing written into the folder), and prints
 the median time from one batch start to the next over the steps after the 10th, so the data loader's
 reads count, as they do in a run; and the first three steps' times (``--compile`` shows its compile
-time there). ``--compile`` compiles every block and exchange (``StagedBlock.compile``);
+time there). ``--precision bf16-mixed`` runs the steps under bfloat16 autocast. ``--compile`` compiles
+every block and exchange (``StagedBlock.compile``);
 ``--whole-shard-reads`` reads batches the way the latent cache did before it memory-mapped its shards
 (``benchmarks/test_latent_cache.py``'s baseline), the baseline of the data-path row in
 docs/training.md. ``--profile K`` also runs ``torch.profiler`` over the last K steps and prints its
@@ -33,6 +34,13 @@ def main(argv: list[str] | None = None) -> int:
         "--whole-shard-reads",
         action="store_true",
         help="read batches the way the cache did before 2026-12-07 (whole shards; the baseline)",
+    )
+    parser.add_argument(
+        "--precision",
+        default="32-true",
+        choices=("32-true", "bf16-mixed"),
+        help="Lightning precision of the steps (bf16-mixed: autocast to bfloat16; the run clips gradients, "
+        "so its AdamW is PyTorch's default, not the fused one) (default: %(default)s)",
     )
     parser.add_argument(
         "--profile", type=int, default=0, metavar="K", help="profile the last K steps (default: none)"
@@ -89,8 +97,8 @@ def main(argv: list[str] | None = None) -> int:
                 profiler.stop()
 
     trainer = L.Trainer(
-        accelerator="cpu", devices=1, max_steps=args.steps, gradient_clip_val=1.0, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        accelerator="cpu", devices=1, max_steps=args.steps, precision=args.precision, gradient_clip_val=1.0,
+        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
         limit_val_batches=0, callbacks=[_BatchStarts()], default_root_dir=str(root / ".step_wall"),
     )  # fmt: skip
     trainer.fit(module, data)
@@ -100,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     variant = ("compiled blocks" if args.compile else "eager") + (
         ", whole-shard reads" if args.whole_shard_reads else ""
     )
+    variant += f", {args.precision}"
     print(
         f"{variant}: {median:.4f} s per step (median of steps 11-{len(times)}), {1 / median:.3f} steps/s; "
         f"mean {mean:.4f} s; "

@@ -122,6 +122,9 @@ def test_max_steps_stops_at_that_step_and_a_rerun_with_more_continues(tmp_path):
         ("--model-dim", "100", "--model-dim"),
         ("--model-dim", "0", "--model-dim"),
         ("--lr-decay-steps", "-5", "--lr-decay-steps"),
+        ("--ema-decay", "1", "--ema-decay"),
+        ("--ema-decay", "-0.5", "--ema-decay"),
+        ("--ema-decay", "nan", "--ema-decay"),
         ("--audio-weight", "0", "--audio-weight"),
         ("--audio-weight", "nan", "--audio-weight"),
         ("--audio-guidance", "-1", "--audio-guidance"),
@@ -196,6 +199,7 @@ def test_images_and_switches_reach_the_cache_the_module_and_the_identity(tmp_pat
     flags += ["--video-patch", "2", "--lr-decay-steps", "7", "--audio-codec", "dct", "--audio-weight", "2.5"]
     flags += ["--exchange-window", "1.5", "--video-temporal-factor", "2", "--frame-position", "3"]
     flags += ["--audio-onset-weight", "2", "--audio-phase", "2", "--model-dim", "64"]
+    flags += ["--timestep-sharing", "independent", "--ema-decay", "0.9"]
     assert quickstart.main(["--out", str(out), *ARGS, *flags]) == 0
     cache = LatentCache(out / "cache_train")
     frames = sorted({int(cache[i]["video_latents"].shape[1]) for i in range(len(cache))})
@@ -208,6 +212,7 @@ def test_images_and_switches_reach_the_cache_the_module_and_the_identity(tmp_pat
     hparams = torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)["hyper_parameters"]
     assert hparams["image_tasks"] == {"t2v": 1.0} and hparams["lr_decay_steps"] == 7
     assert hparams["audio_weight"] == 2.5 and hparams["audio_onset_weight"] == 2.0
+    assert hparams["timestep_sharing"] == "independent" and hparams["ema_decay"] == 0.9
     assert hparams["timestep_sampler"]["shift"] == {"shift": 3.0}
     saved = json.loads((out / quickstart.SETTINGS_FILE).read_text())
     assert (saved["train_images"], saved["prediction"], saved["train_shift"]) == (4, "x0_skip", 3.0)
@@ -217,7 +222,9 @@ def test_images_and_switches_reach_the_cache_the_module_and_the_identity(tmp_pat
     assert "exchange within 1.5 latent frames" in title and "video temporal factor 2" in title
     assert "frame position (3 frequencies)" in title and "audio onset weight 2" in title
     assert saved["audio_onset_weight"] == 2.0 and saved["audio_phase"] == 2
-    assert "audio time phase (2 frequencies)" in title
+    assert saved["timestep_sharing"] == "independent" and saved["ema_decay"] == 0.9
+    assert "EMA decay 0.9" in title
+    assert "audio time phase (2 frequencies)" in title and "independent timesteps per modality" in title
     assert transformer.config.audio.time_phase_frequencies == 2
     assert transformer.config.video.dim == 64 and transformer.config.video.num_heads == 2
     assert saved["model_dim"] == 64 and "model width 64" in title

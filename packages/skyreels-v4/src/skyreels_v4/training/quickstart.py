@@ -130,6 +130,8 @@ class QuickstartSettings(argparse.Namespace):
     frame_position: int
     audio_phase: int
     audio_onset_weight: float
+    timestep_sharing: str
+    ema_decay: float
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -255,6 +257,13 @@ def _parser() -> argparse.ArgumentParser:
         "tokens of 2) (default: from --preset)",
     )
     parser.add_argument(
+        "--ema-decay",
+        type=float,
+        default=0.99,
+        help="decay of the weights' exponential moving average that the model folder exports (0.99 "
+        "averages about the last 100 steps, 0.999 the last 1000) (default: %(default)s)",
+    )
+    parser.add_argument(
         "--model-dim",
         type=int,
         default=128,
@@ -314,6 +323,13 @@ def _parser() -> argparse.ArgumentParser:
         "1 + A x (its change / the clip's mean change) (JointTrainingModule's audio_onset_weight) "
         "(default: 0, every token alike, as the paper)",
     )
+    ablations.add_argument(
+        "--timestep-sharing",
+        choices=("shared", "independent"),
+        default="shared",
+        help="one σ for both modalities of a training sample (eq. 6) or one each, so that joint samples "
+        "also train each modality from a cleaner or noisier other one (default: %(default)s, as the paper)",
+    )
     return parser
 
 
@@ -330,6 +346,7 @@ def _check(settings: QuickstartSettings) -> None:
     max_steps = getattr(settings, "max_steps", None)
     train_frames = getattr(settings, "train_frames", None)
     model_dim = getattr(settings, "model_dim", 128)
+    ema_decay = getattr(settings, "ema_decay", 0.99)
     checks = (
         (
             "--max-steps",
@@ -381,6 +398,7 @@ def _check(settings: QuickstartSettings) -> None:
         ("--seed", settings.seed, settings.seed >= 0, ">= 0"),
         ("--train-images", settings.train_images, settings.train_images >= 0, ">= 0"),
         ("--lr-decay-steps", settings.lr_decay_steps, settings.lr_decay_steps >= 0, ">= 0"),
+        ("--ema-decay", ema_decay, 0 <= ema_decay < 1 and math.isfinite(ema_decay), "in [0, 1)"),
         ("--pooled-text", settings.pooled_text, 0 <= settings.pooled_text <= 4096, "in [0, 4096]"),
         (
             "--model-dim",
@@ -676,6 +694,8 @@ _IDENTITY = (
     "frame_position",
     "audio_phase",
     "audio_onset_weight",
+    "timestep_sharing",
+    "ema_decay",
 )
 SETTINGS_FILE = "quickstart_settings.json"
 
@@ -690,6 +710,8 @@ _IDENTITY_DEFAULTS: dict[str, object] = {
     "frame_position": 0,
     "audio_onset_weight": 0.0,
     "audio_phase": 0,
+    "timestep_sharing": "shared",
+    "ema_decay": 0.99,
     "prediction": "x0",
     "train_shift": 1.0,
     "train_images": 0,
@@ -738,7 +760,8 @@ def training_module(
         text_dropout=0.1,
         audio_weight=float(identity["audio_weight"]),
         audio_onset_weight=float(identity["audio_onset_weight"]),
-        ema_decay=0.99,
+        timestep_sharing=str(identity["timestep_sharing"]),
+        ema_decay=float(identity["ema_decay"]),
         learning_rate=float(identity["learning_rate"]),
         warmup_steps=50,
         lr_decay_steps=int(identity["lr_decay_steps"]),
@@ -826,6 +849,10 @@ def _ablation_label(settings: QuickstartSettings) -> str:
         parts.append(f"audio time phase ({settings.audio_phase} frequencies)")
     if getattr(settings, "audio_onset_weight", 0.0):
         parts.append(f"audio onset weight {settings.audio_onset_weight:g}")
+    if getattr(settings, "ema_decay", 0.99) != 0.99:
+        parts.append(f"EMA decay {settings.ema_decay:g}")
+    if getattr(settings, "timestep_sharing", "shared") != "shared":
+        parts.append(f"{settings.timestep_sharing} timesteps per modality")
     return ", ".join(parts)
 
 
