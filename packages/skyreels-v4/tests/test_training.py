@@ -301,7 +301,7 @@ def test_preflight_rejects_a_cache_of_other_latents(cache_dir, components):
         LatentCacheDataModule(cache_dir=str(cache_dir / "missing"), batch_size=2)
 
 
-def _fit(components, cache_dir, root, max_steps, ckpt_path=None):
+def _fit(components, cache_dir, root, max_steps, ckpt_path=None, **trainer_options):
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
@@ -319,6 +319,7 @@ def _fit(components, cache_dir, root, max_steps, ckpt_path=None):
         enable_progress_bar=False,
         enable_model_summary=False,
         num_sanity_val_steps=0,
+        **trainer_options,
     )
     trainer.fit(module, data, ckpt_path=ckpt_path)
     with open(root / "logs" / "version_0" / "metrics.csv", newline="") as handle:
@@ -527,34 +528,26 @@ def test_the_optimizer_follows_the_schedule(components):
     assert rates == pytest.approx([2e-3 * e for e in expected], rel=1e-5)
 
 
-def test_bf16_mixed_training_clips_gradients_with_an_unfused_optimizer(cache_dir, components):
+def test_bf16_mixed_training_clips_gradients_with_an_unfused_optimizer(tmp_path, cache_dir, components):
     # Lightning's mixed-precision plugin refuses to clip the gradients of a fused optimizer, so a run
     # that clips under bf16-mixed gets the default AdamW; the same run in fp32 gets the fused one.
-    fused = {}
+    torch.manual_seed(0)  # _fit's initial weights
+    start = [p.detach().clone() for p in make_module(components).transformer.parameters()]
+    fused, losses = {}, {}
     for precision in ("bf16-mixed", "32-true"):
-        torch.manual_seed(0)
-        module = make_module(components)
-        before = [p.detach().clone() for p in module.transformer.parameters()]
-        trainer = L.Trainer(
-            max_steps=2,
-            accelerator="cpu",
-            precision=precision,
-            gradient_clip_val=1.0,
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            num_sanity_val_steps=0,
-            limit_val_batches=0,
+        module, losses[precision] = _fit(
+            components, cache_dir, tmp_path / precision, 3, precision=precision, gradient_clip_val=1.0
         )
-        trainer.fit(module, LatentCacheDataModule(cache_dir=str(cache_dir), batch_size=3, shuffle_seed=1))
-        assert trainer.global_step == 2
-        fused[precision] = bool(trainer.optimizers[0].param_groups[0]["fused"])
-        after = list(module.transformer.parameters())
-        moved = sum(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
-        assert moved > len(before) // 2, (precision, moved, len(before))
-        assert all(torch.isfinite(p).all() for p in after)
+        fused[precision] = bool(module.trainer.optimizers[0].param_groups[0]["fused"])
+        after = module.transformer.parameters()
+        moved = sum(not torch.equal(a, b) for a, b in zip(start, after, strict=True))
+        assert moved > len(start) // 2, (precision, moved, len(start))
     assert fused == {"bf16-mixed": False, "32-true": True}
+    # The same batches from the same weights: bf16 autocast changes the losses by its rounding only
+    # (measured: at most 0.2 %).
+    assert sorted(losses["bf16-mixed"]) == sorted(losses["32-true"]) == [0, 1, 2]
+    for step, loss in losses["32-true"].items():
+        assert losses["bf16-mixed"][step] == pytest.approx(loss, rel=0.01), step
 
 
 def test_onset_weights_follow_the_closed_form():

@@ -45,7 +45,8 @@ def clipping_in_mixed_precision(trainer: Any) -> bool:
     if trainer is None:
         return False
     clip = getattr(trainer, "gradient_clip_val", None)
-    return str(getattr(trainer, "precision", "")) in _MIXED_PRECISIONS and bool(clip) and float(clip) > 0
+    mixed = str(getattr(trainer, "precision", "")) in _MIXED_PRECISIONS
+    return mixed and clip is not None and float(clip) > 0
 
 
 def adamw(parameters: Iterable[Tensor], *, trainer: Any = None, **options: Any) -> torch.optim.AdamW:
